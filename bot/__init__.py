@@ -1,0 +1,1 @@
+"""The Slack layer of jit: thin. Parse, call jitcore, render."""

@@ -1,0 +1,3 @@
+from jitcore.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""The tamper-evident audit log: hash-chained events, appended in the caller's transaction.
+
+    hash(n) = sha256(hash(n-1) || canonical JSON of event n), hash(0) = 64 zeros
+
+Editing, deleting or reordering any row breaks the chain at that row, and `verify`
+names the first sequence number that does not hold. Removing rows from the very end
+leaves a shorter chain that still verifies; keep the head (printed by `verify`, and
+present in every export) somewhere else to catch that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from jitcore.store.models import AuditEvent
+
+GENESIS = "0" * 64
+# Any constant: the advisory lock that serialises chain appends on PostgreSQL.
+_CHAIN_LOCK_KEY = 0x6A69745F61756474
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _timestamp(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def event_body(event: AuditEvent) -> dict[str, Any]:
+    """The fields the hash covers, in the form the export writes."""
+    return {
+        "seq": event.seq,
+        "at": _timestamp(event.at),
+        "actor": event.actor,
+        "action": event.action,
+        "grant_id": event.grant_id,
+        "target": event.target,
+        "port": event.port,
+        "source": event.source,
+        "details": json.loads(event.details),
+    }
+
+
+def chain_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
+    return hashlib.sha256((prev_hash + canonical_json(body)).encode()).hexdigest()
+
+
+def append(
+    session: Session,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    grant_id: int | None = None,
+    target: str | None = None,
+    port: int | None = None,
+    source: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """Add the next link of the chain inside the caller's transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Two transactions must not read the same head; held until commit.
+        session.execute(select(func.pg_advisory_xact_lock(_CHAIN_LOCK_KEY)))
+    head = session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+    ).first()
+    seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    event = AuditEvent(
+        seq=seq,
+        at=at.astimezone(UTC),
+        actor=actor,
+        action=action,
+        grant_id=grant_id,
+        target=target,
+        port=port,
+        source=source,
+        details=canonical_json(dict(details or {})),
+        prev_hash=prev_hash,
+    )
+    event.hash = chain_hash(prev_hash, event_body(event))
+    session.add(event)
+    session.flush()
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    bad_seq: int | None = None
+    problem: str = ""
+
+
+def verify(session: Session, batch: int = 5000) -> Verification:
+    """Walk the chain from the start; stop at the first row that does not hold."""
+    expected_seq, prev_hash, checked = 1, GENESIS, 0
+    for event in session.scalars(
+        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=batch)
+    ):
+        problem = ""
+        if event.seq != expected_seq:
+            problem = (f"expected event #{expected_seq} next but found #{event.seq}: "
+                       "events are missing or renumbered")
+        elif event.prev_hash != prev_hash:
+            problem = "its prev_hash does not match the event before it (deleted or reordered)"
+        elif chain_hash(prev_hash, event_body(event)) != event.hash:
+            problem = "its content does not match its hash (edited)"
+        if problem:
+            bad = min(event.seq, expected_seq)
+            return Verification(False, checked, expected_seq - 1, prev_hash, bad, problem)
+        checked += 1
+        expected_seq, prev_hash = event.seq + 1, event.hash
+    return Verification(True, checked, expected_seq - 1, prev_hash)
+
+
+def export(session: Session, since: datetime | None = None,
+           batch: int = 5000) -> Iterator[dict[str, Any]]:
+    """Events as JSON-ready dicts, oldest first, each with its prev_hash and hash."""
+    query = select(AuditEvent).order_by(AuditEvent.seq)
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    for event in session.scalars(query.execution_options(yield_per=batch)):
+        yield {**event_body(event), "prev_hash": event.prev_hash, "hash": event.hash}

@@ -1,0 +1,292 @@
+"""`jit`: the admin command. Validate policy, migrate, inspect, revoke, reconcile, audit, run."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+
+from jitcore import audit
+from jitcore.bootstrap import Paths
+from jitcore.domain import HOLDS_RULE, GrantView, Status, format_duration
+from jitcore.errors import JitError
+from jitcore.policy import AwsLocation, Policy
+from jitcore.store import Store, upgrade
+
+if TYPE_CHECKING:
+    from jitcore.service import JitService
+
+CONFIG_HELP = "Policy file [env JIT_CONFIG, default ./jit.yaml]."
+DB_HELP = "Database URL [env JIT_DATABASE_URL, default sqlite:///./jit.db]."
+
+
+class Context:
+    def __init__(self, config: str | None, database_url: str | None) -> None:
+        self.paths = Paths.from_env(config, database_url)
+
+    def service(self) -> JitService:
+        from jitcore.bootstrap import build_service  # the cloud SDKs load only when needed
+
+        return build_service(self.paths)
+
+    def store(self) -> Store:
+        store = Store.from_url(self.paths.database_url)
+        store.check_schema()
+        return store
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """jit's own errors end the command with their message and exit 1: never a traceback."""
+    try:
+        yield
+    except JitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", metavar="FILE", help=CONFIG_HELP)
+@click.option("--database-url", metavar="URL", help=DB_HELP)
+@click.option("--verbose", "-v", is_flag=True, help="Log what the engine does.")
+@click.version_option(package_name="jit")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, database_url: str | None,
+        verbose: bool) -> None:
+    """jit: just-in-time network access to cloud VMs.
+
+    Management ports stay closed; jit opens one port for one address for a while, and
+    closes it again. This command administers a jit installation.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apscheduler", "botocore", "azure"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctx.obj = Context(config, database_url)
+
+
+@cli.command()
+@click.option("--config", "-c", "config", metavar="FILE", help=CONFIG_HELP)
+@pass_context
+def check(obj: Context, config: str | None) -> None:
+    """Validate the policy file and print what it allows."""
+    from jitcore.policy_file import load_policy
+
+    path = config or obj.paths.config
+    with _errors():
+        policy = load_policy(path)
+    click.echo(f"{path}: ok, {len(policy.targets)} target(s)")
+    _print_policy(policy)
+
+
+def _print_policy(policy: Policy) -> None:
+    if policy.slack:
+        click.echo(f"slack: approvals {policy.slack.approvals_channel}, "
+                   f"audit {policy.slack.audit_channel}")
+    for target in policy.targets.values():
+        click.echo(f"\n{target.name}  [{target.location.resource}]")
+        if isinstance(target.location, AwsLocation) and target.location.role_arn:
+            click.echo(f"  role: {target.location.role_arn}")
+        for port in target.ports.values():
+            sources = ", ".join(str(s) for s in port.allowed_sources)
+            click.echo(f"  {port.name:<12} {port.port}/{port.protocol:<4} up to "
+                       f"{format_duration(target.port_max_duration(port)):<6} from {sources}")
+        click.echo(f"  requesters: {', '.join(target.requesters) or '(none)'}")
+        click.echo(f"  approvers:  {', '.join(target.approvers) or '(none)'}")
+        if target.auto_approve:
+            limit = target.auto_approve.max_duration
+            click.echo(f"  auto-approve: {', '.join(target.auto_approve.users)}"
+                       + (f" up to {format_duration(limit)}" if limit else ""))
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@pass_context
+def db_upgrade(obj: Context) -> None:
+    """Create or migrate the database schema to the latest version."""
+    with _errors():
+        store = Store.from_url(obj.paths.database_url)
+        revision = upgrade(store.engine)
+    click.echo(f"database at revision {revision}")
+
+
+@cli.command()
+@click.option("--active", is_flag=True, help="Only grants that hold (or are removing) a rule.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--limit", default=200, show_default=True, help="Newest first, at most this many.")
+@pass_context
+def grants(obj: Context, active: bool, as_json: bool, limit: int) -> None:
+    """List requests and grants."""
+    with _errors():
+        rows = obj.service().grants(HOLDS_RULE if active else None, limit)
+    if as_json:
+        for view in rows:
+            click.echo(json.dumps(_grant_json(view), sort_keys=True))
+        return
+    if not rows:
+        click.echo("no grants" if not active else "no active grants")
+        return
+    click.echo(f"{'ID':>6}  {'STATUS':<12} {'TARGET':<16} {'PORT':<10} {'SOURCE':<20} "
+               f"{'REQUESTER':<12} UNTIL")
+    for view in rows:
+        until = f"{view.expires_at:%Y-%m-%d %H:%M:%SZ}" if view.expires_at else "-"
+        click.echo(f"{view.id:>6}  {view.status.value:<12} {view.target:<16} "
+                   f"{view.service + ' ' + str(view.port):<10} {view.source:<20} "
+                   f"{view.requester:<12} {until}")
+
+
+def _grant_json(view: GrantView) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat().replace("+00:00", "Z") if value else None
+
+    return {
+        "id": view.id, "status": view.status.value, "requester": view.requester,
+        "target": view.target, "cloud": view.cloud, "service": view.service,
+        "port": view.port, "protocol": view.protocol, "source": view.source,
+        "duration": format_duration(view.duration), "reason": view.reason,
+        "created_at": iso(view.created_at), "decided_by": view.decided_by,
+        "opened_at": iso(view.opened_at), "expires_at": iso(view.expires_at),
+        "closed_at": iso(view.closed_at), "close_reason": view.close_reason,
+        "rule": view.rule_ref, "error": view.error,
+    }
+
+
+@cli.command()
+@click.argument("grant_id", type=int)
+@click.option("--reason", required=True, help="Why; recorded in the audit log.")
+@pass_context
+def revoke(obj: Context, grant_id: int, reason: str) -> None:
+    """Close an active grant now."""
+    with _errors():
+        view = obj.service().revoke(grant_id, _actor(), reason, admin=True)
+    if view.status is Status.CLOSED:
+        click.echo(f"#{grant_id} revoked: rule closed")
+    else:
+        click.echo(f"#{grant_id} is {view.status.value}: the close failed ({view.error}); "
+                   "the engine keeps retrying", err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only list the orphans; remove nothing.")
+@pass_context
+def reconcile(obj: Context, dry_run: bool) -> None:
+    """Remove rules carrying jit's marker that no live grant is behind (orphans)."""
+    with _errors():
+        orphans = obj.service().reconcile(dry_run=dry_run)
+    if not orphans:
+        click.echo("no orphan rules")
+        return
+    failed = False
+    for o in orphans:
+        state = ("would remove" if dry_run else "removed" if o.removed
+                 else f"could NOT remove ({o.error})")
+        failed = failed or (not dry_run and not o.removed)
+        grant = f"#{o.grant_id}" if o.grant_id is not None else "no grant"
+        click.echo(f"{state}: {o.ref} in {o.scope} ({o.target}, port {o.port} from "
+                   f"{o.source}, marked {grant})")
+    sys.exit(1 if failed else 0)
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit_group.command("verify")
+@pass_context
+def audit_verify(obj: Context) -> None:
+    """Check the hash chain; exit 1 naming the first event that does not hold."""
+    with _errors(), obj.store().read() as session:
+        result = audit.verify(session)
+    if result.ok:
+        click.echo(f"ok: {result.checked} events, head #{result.head_seq} {result.head_hash}")
+        return
+    click.echo(f"audit chain BROKEN at event #{result.bad_seq}: {result.problem} "
+               f"({result.checked} events before it verified)", err=True)
+    sys.exit(1)
+
+
+def _parse_since(_ctx: click.Context, _param: click.Parameter,
+                 value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time, "
+                                 "e.g. 2026-11-01T00:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@audit_group.command("export")
+@click.option("--since", callback=_parse_since, metavar="TIME",
+              help="Only events at or after this ISO 8601 time (UTC if no offset).")
+@click.option("--output", "-o", type=click.File("w"), default="-",
+              help="Write here instead of stdout.")
+@pass_context
+def audit_export(obj: Context, since: datetime | None, output: TextIO) -> None:
+    """Write audit events as JSON Lines, for a SIEM."""
+    with _errors(), obj.store().read() as session:
+        for event in audit.export(session, since):
+            output.write(json.dumps(event, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+@cli.command()
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between sweeps.")
+@click.option("--reconcile-every", default=600.0, show_default=True,
+              help="Seconds between reconciles (0 turns them off).")
+@pass_context
+def run(obj: Context, interval: float, reconcile_every: float) -> None:
+    """Run the expiry engine alone (deployments without Slack). Stops on SIGTERM/SIGINT."""
+    from jitcore.scheduler import Engine
+
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    with _errors():
+        _migrate_sqlite(obj.paths.database_url)
+        service = obj.service()
+    engine = Engine(service, timedelta(seconds=interval),
+                    timedelta(seconds=reconcile_every) if reconcile_every > 0 else None)
+    stop = threading.Event()
+    _on_signals(lambda: stop.set())
+    click.echo(f"jit engine running ({obj.paths.database_url}, {obj.paths.config}); "
+               "Ctrl-C to stop", err=True)
+    engine.run_until(stop)
+    click.echo("jit engine stopped", err=True)
+
+
+def _migrate_sqlite(url: str) -> None:
+    """A single-process SQLite install migrates itself; PostgreSQL takes `jit db upgrade`."""
+    store = Store.from_url(url)
+    if store.dialect == "sqlite":
+        upgrade(store.engine)
+    store.dispose()
+
+
+def _on_signals(handler: Callable[[], None]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: handler())
+
+
+def main() -> None:
+    cli(prog_name="jit")

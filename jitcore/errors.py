@@ -1,0 +1,77 @@
+"""The errors jitcore raises. Each one carries a message fit to show a person.
+
+    JitError
+    ├── PolicyError              the policy file is missing, unreadable or invalid
+    ├── NotFound                 no such request/grant
+    ├── NotAllowed               policy or identity refuses the action (carries the Decision)
+    ├── InvalidTransition        the request is no longer in a state that allows the action
+    ├── StoreError               the database is unreachable or not migrated
+    └── ProviderError            a cloud call failed (raised only inside providers)
+        ├── RuleLimitExceeded    the security group / NSG cannot take another rule
+        ├── TargetNotFound       the group, NSG or instance named by policy does not exist
+        ├── AccessDenied         the cloud refused jit's credentials
+        └── TransientProviderError  throttling, conflicts or network trouble: retry later
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jitcore.domain import Status
+    from jitcore.policy import Decision
+
+
+class JitError(Exception):
+    """Base of every error jitcore raises on purpose."""
+
+
+class PolicyError(JitError):
+    """The policy file is missing, unreadable or invalid."""
+
+
+class NotFound(JitError):
+    """No request or grant with that id."""
+
+
+class NotAllowed(JitError):
+    """Policy or identity refuses the action."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.detail)
+        self.decision = decision
+
+
+class InvalidTransition(JitError):
+    """The request is no longer in a state that allows the action (someone got there first)."""
+
+    def __init__(self, grant_id: int, current: Status, action: str) -> None:
+        super().__init__(f"#{grant_id} is already {current.value.lower().replace('_', ' ')}; "
+                         f"cannot {action} it")
+        self.grant_id = grant_id
+        self.current = current
+        self.action = action
+
+
+class StoreError(JitError):
+    """The database is unreachable or not migrated."""
+
+
+class ProviderError(JitError):
+    """A cloud call failed."""
+
+
+class RuleLimitExceeded(ProviderError):
+    """The security group or NSG cannot take another rule."""
+
+
+class TargetNotFound(ProviderError):
+    """The group, NSG or instance named by the policy does not exist."""
+
+
+class AccessDenied(ProviderError):
+    """The cloud refused jit's credentials for this call."""
+
+
+class TransientProviderError(ProviderError):
+    """Throttling, conflicts or network trouble that outlasted the retries: try again later."""

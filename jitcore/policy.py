@@ -1,0 +1,321 @@
+"""The typed policy and the pure decisions taken from it. Stdlib only; no I/O.
+
+`jitcore.policy_file` turns a YAML file into a `Policy`; everything here works on
+the frozen objects it returns. Every decision is a `Decision` value with a reason
+that the Slack layer and the CLI turn into words.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from jitcore.domain import (
+    MAX_DURATION,
+    WELL_KNOWN_SERVICES,
+    IPNetwork,
+    Protocol,
+    format_duration,
+    parse_source,
+)
+
+ANYONE = "*"
+
+# Addresses that are never a sensible source for a management port.
+_NEVER_SOURCES = ("is_loopback", "is_unspecified", "is_multicast", "is_link_local", "is_reserved")
+# Private ranges: refused unless the allowed_sources entry that admits the source is private.
+_PRIVATE_RANGES: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+ANY_V4 = ipaddress.ip_network("0.0.0.0/0")
+ANY_V6 = ipaddress.ip_network("::/0")
+
+
+@dataclass(frozen=True, slots=True)
+class PortPolicy:
+    name: str
+    port: int
+    protocol: Protocol = Protocol.TCP
+    max_duration: timedelta | None = None
+    allowed_sources: tuple[IPNetwork, ...] = (ANY_V4, ANY_V6)
+    widest_prefix_v4: int = 32
+    widest_prefix_v6: int = 128
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.port}/{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True)
+class AwsLocation:
+    region: str
+    security_group_id: str | None = None
+    instance_id: str | None = None
+    role_arn: str | None = None
+
+    @property
+    def resource(self) -> str:
+        where = self.security_group_id or f"instance {self.instance_id}"
+        return f"aws {self.region} {where}"
+
+
+@dataclass(frozen=True, slots=True)
+class AzureLocation:
+    subscription_id: str
+    resource_group: str
+    network_security_group: str
+    destination: str
+    priority_band: tuple[int, int] = (100, 199)
+    cloud: str = "public"
+    arm_endpoint: str | None = None
+
+    @property
+    def resource(self) -> str:
+        return (
+            f"azure {self.subscription_id}/{self.resource_group}/"
+            f"{self.network_security_group} -> {self.destination}"
+        )
+
+
+Location = AwsLocation | AzureLocation
+
+
+@dataclass(frozen=True, slots=True)
+class AutoApprove:
+    users: tuple[str, ...]
+    max_duration: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    location: Location
+    ports: Mapping[str, PortPolicy]
+    requesters: tuple[str, ...]
+    approvers: tuple[str, ...]
+    max_duration: timedelta
+    approval_timeout: timedelta
+    auto_approve: AutoApprove | None = None
+
+    @property
+    def cloud(self) -> str:
+        return "aws" if isinstance(self.location, AwsLocation) else "azure"
+
+    def port_max_duration(self, port: PortPolicy) -> timedelta:
+        """The longest grant this port allows: the port, the target, the defaults and 24 h."""
+        limits = [self.max_duration, MAX_DURATION]
+        if port.max_duration is not None:
+            limits.append(port.max_duration)
+        return min(limits)
+
+
+@dataclass(frozen=True, slots=True)
+class SlackChannels:
+    approvals_channel: str
+    audit_channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    targets: Mapping[str, Target]
+    slack: SlackChannels | None = None
+    default_max_duration: timedelta = timedelta(hours=3)
+    default_approval_timeout: timedelta = timedelta(hours=1)
+    source_file: str = field(default="", compare=False)
+
+    def group_handles(self) -> frozenset[str]:
+        """Every @usergroup handle the policy names, for resolving memberships up front."""
+        handles: set[str] = set()
+        for target in self.targets.values():
+            principals = [*target.requesters, *target.approvers]
+            if target.auto_approve:
+                principals.extend(target.auto_approve.users)
+            handles.update(p for p in principals if p.startswith("@"))
+        return frozenset(handles)
+
+
+class Reason(enum.StrEnum):
+    """Why a decision came out as it did."""
+
+    ALLOWED = "allowed"
+    UNKNOWN_TARGET = "unknown_target"
+    UNKNOWN_PORT = "unknown_port"
+    NOT_A_REQUESTER = "not_a_requester"
+    DURATION_TOO_LONG = "duration_too_long"
+    DURATION_INVALID = "duration_invalid"
+    SOURCE_INVALID = "source_invalid"
+    SOURCE_ANYWHERE = "source_anywhere"
+    SOURCE_TOO_WIDE = "source_too_wide"
+    SOURCE_NOT_ALLOWED = "source_not_allowed"
+    SOURCE_PRIVATE = "source_private"
+    SOURCE_UNROUTABLE = "source_unroutable"
+    SELF_APPROVAL = "self_approval"
+    NOT_AN_APPROVER = "not_an_approver"
+    AUTO_APPROVED = "auto_approved"
+    NOT_AUTO_APPROVED = "not_auto_approved"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: Reason
+    detail: str
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+def _yes(reason: Reason = Reason.ALLOWED, detail: str = "") -> Decision:
+    return Decision(True, reason, detail)
+
+
+def _no(reason: Reason, detail: str) -> Decision:
+    return Decision(False, reason, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCheck:
+    """The outcome of checking a request; on success the resolved, canonical values."""
+
+    decision: Decision
+    target: Target | None = None
+    port: PortPolicy | None = None
+    source: IPNetwork | None = None
+    duration: timedelta | None = None
+
+
+def names(user: str, principals: tuple[str, ...], user_groups: frozenset[str]) -> bool:
+    """Does a principal list (`U123`, `@group`, `*`) include this user?"""
+    return any(p in (ANYONE, user) or p in user_groups for p in principals)
+
+
+def resolve_port(target: Target, text: str) -> PortPolicy | None:
+    """`ssh`, `SSH`, `22` or `22/tcp` -> the target's port policy, if the target lists it."""
+    wanted = text.strip().lower()
+    if wanted in target.ports:
+        return target.ports[wanted]
+    number, _, proto = wanted.partition("/")
+    if number.isascii() and number.isdigit():  # str.isdigit alone accepts "²", which int() refuses
+        for port in target.ports.values():
+            if port.port == int(number) and (not proto or proto == port.protocol):
+                return port
+    known = WELL_KNOWN_SERVICES.get(wanted)
+    if known is not None:
+        for port in target.ports.values():
+            if port.port == known.port and port.protocol == known.protocol:
+                return port
+    return None
+
+
+def _is_private(network: IPNetwork) -> bool:
+    return any(network.subnet_of(p) for p in _PRIVATE_RANGES  # type: ignore[arg-type]
+               if p.version == network.version)
+
+
+def check_source(port: PortPolicy, text: str) -> tuple[Decision, IPNetwork | None]:
+    try:
+        source = parse_source(text)
+    except ValueError as exc:
+        return _no(Reason.SOURCE_INVALID, str(exc)), None
+    if source.prefixlen == 0:
+        return _no(
+            Reason.SOURCE_ANYWHERE,
+            f"{source} would open {port} to the whole internet; give your own address",
+        ), None
+    widest = port.widest_prefix_v4 if source.version == 4 else port.widest_prefix_v6
+    if source.prefixlen < widest:
+        single = 32 if source.version == 4 else 128
+        wanted = "a single address" if widest == single else f"a /{widest} or narrower"
+        return _no(
+            Reason.SOURCE_TOO_WIDE, f"{source} is wider than {port} allows: give {wanted}"
+        ), None
+    address = source.network_address
+    if any(getattr(address, flag) for flag in _NEVER_SOURCES):
+        return _no(
+            Reason.SOURCE_UNROUTABLE, f"{source} is not a routable source address"
+        ), None
+    matching = [n for n in port.allowed_sources if n.version == source.version
+                and source.subnet_of(n)]  # type: ignore[arg-type]
+    if not matching:
+        allowed = ", ".join(str(n) for n in port.allowed_sources) or "nothing"
+        return _no(
+            Reason.SOURCE_NOT_ALLOWED,
+            f"{source} is outside the sources allowed for {port} ({allowed})",
+        ), None
+    if _is_private(source) and not any(_is_private(n) for n in matching):
+        return _no(
+            Reason.SOURCE_PRIVATE,
+            f"{source} is a private address; {port} allows private sources only where "
+            "allowed_sources lists a private range",
+        ), None
+    return _yes(), source
+
+
+def check_request(
+    policy: Policy,
+    requester: str,
+    user_groups: frozenset[str],
+    target_name: str,
+    port_text: str,
+    duration: timedelta,
+    source_text: str,
+) -> RequestCheck:
+    """May this user request this port on this target, for this long, from this source?"""
+    target = policy.targets.get(target_name.strip().lower())
+    if target is None:
+        known = ", ".join(sorted(policy.targets)) or "none"
+        return RequestCheck(_no(Reason.UNKNOWN_TARGET,
+                                f"unknown target {target_name!r}; known targets: {known}"))
+    if not names(requester, target.requesters, user_groups):
+        return RequestCheck(_no(Reason.NOT_A_REQUESTER,
+                                f"you may not request access to {target.name}"))
+    port = resolve_port(target, port_text)
+    if port is None:
+        offered = ", ".join(str(p) for p in target.ports.values())
+        return RequestCheck(_no(Reason.UNKNOWN_PORT,
+                                f"{target.name} has no port {port_text!r}; it offers {offered}"))
+    if duration <= timedelta(0):
+        return RequestCheck(_no(Reason.DURATION_INVALID, "the duration must be positive"))
+    limit = target.port_max_duration(port)
+    if duration > limit:
+        return RequestCheck(_no(
+            Reason.DURATION_TOO_LONG,
+            f"{format_duration(duration)} is longer than the {format_duration(limit)} "
+            f"allowed for {port.name} on {target.name}",
+        ))
+    source_decision, source = check_source(port, source_text)
+    if not source_decision:
+        return RequestCheck(source_decision)
+    return RequestCheck(_yes(), target, port, source, duration)
+
+
+def check_approver(
+    target: Target, requester: str, approver: str, approver_groups: frozenset[str]
+) -> Decision:
+    """May this user approve (or deny) this requester's request on this target?"""
+    if approver == requester:
+        return _no(Reason.SELF_APPROVAL, "you cannot approve your own request")
+    if not names(approver, target.approvers, approver_groups):
+        return _no(Reason.NOT_AN_APPROVER,
+                   f"you are not an approver for {target.name}")
+    return _yes()
+
+
+def check_auto_approve(
+    target: Target, port: PortPolicy, requester: str, duration: timedelta,
+    user_groups: frozenset[str],
+) -> Decision:
+    """Is this request approved by policy, with no person in the loop?"""
+    rule = target.auto_approve
+    if rule is None or not names(requester, rule.users, user_groups):
+        return _no(Reason.NOT_AUTO_APPROVED, "needs an approver")
+    limit = min(rule.max_duration or MAX_DURATION, target.port_max_duration(port))
+    if duration > limit:
+        return _no(
+            Reason.NOT_AUTO_APPROVED,
+            f"longer than the {format_duration(limit)} that is approved automatically",
+        )
+    return _yes(Reason.AUTO_APPROVED, "auto-approved by policy")

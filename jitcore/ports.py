@@ -1,0 +1,110 @@
+"""The ports the service needs from the outside world: clouds, notifications, time, people."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from jitcore.domain import GrantEvent
+from jitcore.policy import PortPolicy, Target
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """One allow rule for one grant: this source, this port, this target."""
+
+    grant_id: int
+    target: Target
+    port: PortPolicy
+    source: str  # canonical CIDR, e.g. 203.0.113.7/32
+    description: str
+    priority: int | None = None  # Azure: a priority reserved in the target's band
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedRule:
+    """What the cloud holds for a grant once `open_rule` returns."""
+
+    scope: str  # the firewall: an AWS security group id or an Azure NSG resource id
+    ref: str  # the rule within it: a security group rule id or an Azure rule name
+    created: bool  # False when an identical rule already existed and is shared
+    owned: bool  # True when the rule carries jit's marker (jit may remove it)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedRule:
+    """A rule carrying jit's marker, as listed for reconcile."""
+
+    scope: str
+    ref: str
+    grant_id: int | None
+    port: int
+    protocol: str
+    source: str
+
+
+class Provider(Protocol):
+    """A cloud firewall that jit can open and close rules in. Calls are idempotent."""
+
+    cloud: str
+
+    def open_rule(self, spec: RuleSpec) -> OpenedRule: ...
+
+    def close_rule(self, target: Target, scope: str, ref: str) -> bool:
+        """Remove the rule; True if it was removed now, False if it was already gone."""
+        ...
+
+    def rule_exists(self, target: Target, scope: str, ref: str) -> bool: ...
+
+    def list_owned_rules(self, target: Target) -> list[OwnedRule]: ...
+
+
+class Notifier(Protocol):
+    """Tells people what happened. Called after the transaction commits."""
+
+    def publish(self, event: GrantEvent) -> None: ...
+
+    def alert(self, message: str) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class Directory(Protocol):
+    """Resolves @usergroup handles named by the policy to the user ids in them."""
+
+    def members(self, handle: str) -> frozenset[str]: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class NoDirectory:
+    """No usergroups: only explicit user ids and `*` match."""
+
+    def members(self, handle: str) -> frozenset[str]:
+        return frozenset()
+
+
+class LogNotifier:
+    """The CLI's notifier: one log line per event."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or logging.getLogger("jit.events")
+
+    def publish(self, event: GrantEvent) -> None:
+        grant = event.grant
+        level = logging.WARNING if event.alert else logging.INFO
+        self._log.log(
+            level, "jit %s %s %s %s %s/%s by %s%s", grant.label, event.kind.value,
+            grant.service, grant.target, grant.source, grant.protocol, event.actor,
+            f": {event.detail}" if event.detail else "",
+        )
+
+    def alert(self, message: str) -> None:
+        self._log.warning("jit alert: %s", message)

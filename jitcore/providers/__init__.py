@@ -1,0 +1,1 @@
+"""Cloud adapters implementing `jitcore.ports.Provider`; each one alone imports its SDK."""

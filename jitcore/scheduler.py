@@ -1,0 +1,82 @@
+"""APScheduler wiring. APScheduler is only the alarm clock: every tick reads what is due
+from the database, so nothing is lost when the process was down (its own job store would
+drop a revocation that came due meanwhile, by its misfire rules)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from jitcore.errors import JitError
+from jitcore.service import JitService
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """The expiry engine: a sweep every `interval`, a reconcile every `reconcile_every`."""
+
+    def __init__(self, service: JitService, interval: timedelta = timedelta(seconds=1),
+                 reconcile_every: timedelta | None = timedelta(minutes=10)) -> None:
+        self.service = service
+        self.interval = interval
+        self.reconcile_every = reconcile_every
+        self._scheduler: BackgroundScheduler | None = None
+        self.last_sweep_at: datetime | None = None
+
+    def start(self) -> None:
+        """Start ticking; the first sweep runs at once, closing whatever came due while down."""
+        scheduler = BackgroundScheduler(timezone=UTC)
+        now = datetime.now(UTC)
+        scheduler.add_job(self.sweep, "interval", id="sweep", next_run_time=now,
+                          seconds=self.interval.total_seconds(), max_instances=1,
+                          coalesce=True, misfire_grace_time=None)
+        if self.reconcile_every is not None:
+            scheduler.add_job(self.reconcile, "interval", id="reconcile",
+                              next_run_time=now + self.interval,
+                              seconds=self.reconcile_every.total_seconds(), max_instances=1,
+                              coalesce=True, misfire_grace_time=None)
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def sweep(self) -> None:
+        try:
+            report = self.service.sweep()
+        except Exception:  # the next tick reads the database again; never stop ticking
+            log.exception("sweep failed; retrying at the next tick")
+            return
+        self.last_sweep_at = datetime.now(UTC)
+        if report.busy:
+            log.info("sweep: closed %d, failed %d, opened %d, lapsed %d", len(report.closed),
+                     len(report.failed), len(report.opened), len(report.lapsed))
+
+    def reconcile(self) -> None:
+        try:
+            orphans = self.service.reconcile()
+        except JitError as exc:  # a cloud refused or is unreachable: say which, try later
+            log.warning("reconcile failed: %s; retrying at the next run", exc)
+            return
+        except Exception:  # as for sweep: logged, and tried again next time
+            log.exception("reconcile failed; retrying at the next run")
+            return
+        if orphans:
+            log.warning("reconcile: %d orphan rule(s) found", len(orphans))
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler is not None and self._scheduler.running
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=wait)
+
+    def run_until(self, stop: threading.Event) -> None:
+        """Run until `stop` is set (by a signal handler, say), then shut down cleanly."""
+        self.start()
+        try:
+            stop.wait()
+        finally:
+            self.shutdown()

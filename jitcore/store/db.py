@@ -1,0 +1,147 @@
+"""Engine, transactions and migrations. Nothing here runs at import time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from jitcore.errors import StoreError
+
+DEFAULT_DATABASE_URL = "sqlite:///./jit.db"
+
+
+def make_engine(url: str = DEFAULT_DATABASE_URL, **kwargs: Any) -> Engine:
+    """An engine with the settings jit relies on for each backend."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
+        )
+        _tune_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        # The bare scheme would pick psycopg2, which jit does not ship.
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout, and BEGIN IMMEDIATE so writers queue instead of failing."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """The database: sessions and transactions. One per process, shared by threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(make_engine(url))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: committed on success, rolled back on any exception."""
+        with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            yield session
+
+    def check_schema(self) -> None:
+        """Raise StoreError unless the database is reachable and migrated to head."""
+        try:
+            with self.engine.connect() as conn:
+                current = _current_revision(conn)
+        except OperationalError as exc:
+            raise StoreError(f"cannot reach the database: {exc.orig}") from exc
+        head = SCHEMA_REVISION
+        if current != head:
+            raise StoreError(
+                f"the database schema is at {current or 'nothing'}, not {head}: "
+                "run `jit db upgrade`"
+            )
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+# The newest migration. Kept here so a start-up check need not load Alembic (a test pins it
+# to Alembic's own head).
+SCHEMA_REVISION = "0001"
+_alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32)))
+
+
+def _current_revision(conn: Any) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(select(_alembic_version.c.version_num)).scalar()  # type: ignore[no-any-return]
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option(
+        "script_location", str(resources.files("jitcore.store").joinpath("migrations"))
+    )
+    config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str | None:
+    """The head revision according to Alembic's scripts."""
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config(create_engine("sqlite://"))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Migrate the database to `revision`; returns the revision it is at afterwards."""
+    from alembic import command
+
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+        with engine.connect() as conn:
+            return _current_revision(conn)
+    except OperationalError as exc:
+        raise StoreError(f"cannot reach the database: {exc.orig}") from exc

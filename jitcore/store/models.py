@@ -1,0 +1,145 @@
+"""SQLAlchemy 2.0 models: requests/grants, rule handles, priority reservations, audit events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC on every backend; always read back as an aware UTC datetime."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use aware UTC datetimes")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Grant(Base):
+    """A request for access and, once approved, the grant it becomes."""
+
+    __tablename__ = "grants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16))
+    requester: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(64))
+    cloud: Mapped[str] = mapped_column(String(8))
+    service: Mapped[str] = mapped_column(String(32))
+    port: Mapped[int] = mapped_column(Integer)
+    protocol: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(64))
+    duration_s: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lapses_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decision_note: Mapped[str | None] = mapped_column(Text)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    close_reason: Mapped[str | None] = mapped_column(String(16))
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+    # When the sweep may (re)try the pending cloud step: a lease while a worker holds it,
+    # a backoff after a failure.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    rule_handle_id: Mapped[int | None] = mapped_column(ForeignKey("rule_handles.id"))
+
+    __table_args__ = (
+        Index("ix_grants_status_expires_at", "status", "expires_at"),
+        Index("ix_grants_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_grants_status_lapses_at", "status", "lapses_at"),
+        Index("ix_grants_rule_handle_id", "rule_handle_id"),
+    )
+
+
+class RuleHandle(Base):
+    """A cloud rule jit opened or shares; several grants may hold one (same port and source)."""
+
+    __tablename__ = "rule_handles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cloud: Mapped[str] = mapped_column(String(8))
+    scope: Mapped[str] = mapped_column(String(400))
+    ref: Mapped[str] = mapped_column(String(200))
+    port: Mapped[int] = mapped_column(Integer)
+    protocol: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(64))
+    owned: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_rule_handles_scope_ref", "scope", "ref"),)
+
+
+class PriorityReservation(Base):
+    """An Azure NSG priority held for a grant; unique per NSG so replicas cannot collide."""
+
+    __tablename__ = "priority_reservations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(400))
+    priority: Mapped[int] = mapped_column(Integer)
+    grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id"))
+    reserved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("scope", "priority", name="uq_priority_reservations_scope_priority"),
+        Index("ix_priority_reservations_grant_id", "grant_id"),
+    )
+
+
+class AuditEvent(Base):
+    """One link of the hash chain: hash = sha256(prev_hash || canonical JSON of the event)."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                     primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    grant_id: Mapped[int | None] = mapped_column(Integer)
+    target: Mapped[str | None] = mapped_column(String(64))
+    port: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[str] = mapped_column(Text)  # canonical JSON, stored as hashed
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_audit_events_at", "at"), Index("ix_audit_events_grant_id",
+                                                                  "grant_id"))

@@ -1,0 +1,115 @@
+"""An HTTP proxy in front of moto that throttles EC2 the way AWS does.
+
+The first `throttle` EC2 requests get HTTP 503 with EC2's `RequestLimitExceeded` error;
+everything after that (and every non-EC2 request) is forwarded to moto unchanged, and
+recorded so a test can see what boto3 sent. Point boto3 at it with `AWS_ENDPOINT_URL_EC2`
+(or `AWS_ENDPOINT_URL` for every service).
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+THROTTLED_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b"<Response><Errors><Error><Code>RequestLimitExceeded</Code>"
+    b"<Message>Request limit exceeded.</Message></Error></Errors>"
+    b"<RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
+)
+# SigV4 scopes each request to a service: "Credential=.../<date>/<region>/<service>/aws4_request".
+_SERVICE = re.compile(r"/([a-z0-9-]+)/aws4_request")
+# Headers the proxy sets itself rather than copying from moto.
+_NOT_COPIED = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+
+
+class ThrottlingProxy:
+    """Run as a context manager; `url` is its base URL, `seen` every (service, body) it got."""
+
+    def __init__(self, upstream: str, throttle: int) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.throttle = throttle
+        self.throttled = 0
+        self.seen: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> ThrottlingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    @property
+    def ec2_requests(self) -> int:
+        return sum(1 for service, _ in self.seen if service == "ec2")
+
+    def _should_throttle(self, headers: dict[str, str], body: bytes) -> bool:
+        scope = _SERVICE.search(headers.get("authorization", ""))
+        service = scope.group(1) if scope else ""
+        with self._lock:
+            self.seen.append((service, body))
+            if service == "ec2" and self.throttled < self.throttle:
+                self.throttled += 1
+                return True
+        return False
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self._relay()
+
+            def do_GET(self) -> None:
+                self._relay()
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                if proxy._should_throttle(headers, body):
+                    self._answer(503, {"Content-Type": "text/xml"}, THROTTLED_BODY)
+                    return
+                upstream = http.client.HTTPConnection(
+                    proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=30
+                )
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    reply = response.read()
+                    kept = {k: v for k, v in response.getheaders()
+                            if k.lower() not in _NOT_COPIED}
+                    self._answer(response.status, kept, reply)
+                finally:
+                    upstream.close()
+
+            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # quiet: the test asserts on counters instead
+
+        return Handler
