@@ -44,7 +44,16 @@ from jitcore.policy import (
     check_request,
     names,
 )
-from jitcore.ports import Clock, Directory, NoDirectory, Notifier, Provider, RuleSpec
+from jitcore.ports import (
+    Clock,
+    Directory,
+    NoDirectory,
+    Notifier,
+    OwnedRule,
+    Provider,
+    RuleSpec,
+)
+from jitcore.reconcile import Orphan, find_orphans
 from jitcore.store import Store
 from jitcore.store import repository as repo
 from jitcore.store.models import Grant, RuleHandle
@@ -84,18 +93,6 @@ class SweepReport:
 class RequestResult:
     grant: GrantView
     auto_approved: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Orphan:
-    target: str
-    scope: str
-    ref: str
-    grant_id: int | None
-    port: int
-    source: str
-    removed: bool = False
-    error: str = ""
 
 
 class JitService:
@@ -154,7 +151,7 @@ class JitService:
                            values=dict(decided_by=POLICY_ACTOR, decided_at=now,
                                        next_attempt_at=now + self.settings.lease))
         self._publish(events)
-        return RequestResult(self._view(row), bool(auto))
+        return RequestResult(repo.to_view(row), bool(auto))
 
     def approve(self, grant_id: int, approver: str) -> GrantView:
         return self._decide(grant_id, approver, Status.APPROVED, "")
@@ -289,7 +286,7 @@ class JitService:
                        scope=scope, rule=ref, created=created, owned=owned,
                        expires_at=expires.isoformat())
         self._publish(events)
-        return self._view(row, handle)
+        return repo.to_view(row, handle)
 
     def _fail_open(self, grant_id: int, error: str) -> GrantView:
         events: list[GrantEvent] = []
@@ -300,7 +297,7 @@ class JitService:
                        values=dict(last_error=error, next_attempt_at=None), error=error)
             repo.release_priorities(session, grant_id)
         self._publish(events)
-        return self._view(row)
+        return repo.to_view(row)
 
     # ---- closing ----------------------------------------------------------------------
 
@@ -476,54 +473,29 @@ class JitService:
 
     def reconcile(self, dry_run: bool = False) -> list[Orphan]:
         """Find rules carrying jit's marker with no live grant behind them; remove them."""
-        orphans: list[Orphan] = []
-        seen: set[tuple[str, str]] = set()
-        for target in self.policy.targets.values():
-            provider = self.providers.get(target.cloud)
-            if provider is None:
-                continue
-            rules = [r for r in provider.list_owned_rules(target)
-                     if (r.scope, r.ref) not in seen]
-            seen.update((r.scope, r.ref) for r in rules)
-            with self.store.read() as session:
-                held: set[str] = set()
-                for scope in {r.scope for r in rules}:
-                    held |= repo.holders_of(session, scope,
-                                            [r.ref for r in rules if r.scope == scope])
-                marked = repo.statuses_of(session, [r.grant_id for r in rules
-                                                    if r.grant_id is not None])
-            for rule in rules:
-                if rule.ref in held:
-                    continue
-                if marked.get(rule.grant_id or -1) in (Status.APPROVED, Status.OPENING):
-                    continue  # an open in flight: its handle is not written yet
-                orphans.append(self._remove_orphan(target, rule.scope, rule.ref,
-                                                   rule.grant_id, rule.port, rule.source,
-                                                   dry_run))
-        return orphans
+        found = find_orphans(self.store, self.policy.targets.values(), self.providers)
+        return [self._remove_orphan(target, rule, dry_run) for target, rule in found]
 
-    def _remove_orphan(self, target: Target, scope: str, ref: str, grant_id: int | None,
-                       port: int, source: str, dry_run: bool) -> Orphan:
-        orphan = Orphan(target.name, scope, ref, grant_id, port, source)
+    def _remove_orphan(self, target: Target, rule: OwnedRule, dry_run: bool) -> Orphan:
+        orphan = Orphan.of(target, rule)
+        where = f"{rule.ref} ({rule.source} -> port {rule.port}) in {rule.scope} on {target.name}"
         if dry_run:
             return orphan
         try:
-            self.providers[target.cloud].close_rule(target, scope, ref)
+            self.providers[target.cloud].close_rule(target, rule.scope, rule.ref)
         except ProviderError as exc:
-            self._tell_alert(f"orphan rule {ref} in {scope} ({target.name}) could not be "
-                             f"removed: {exc}")
+            self._tell_alert(f"orphan rule {where} could not be removed: {exc}")
             return replace(orphan, error=str(exc))
         now = self.clock.now()
         with self.store.transaction() as session:
-            handle = repo.live_handle(session, scope, ref)
+            handle = repo.live_handle(session, rule.scope, rule.ref)
             if handle is not None:
                 handle.removed_at = now
             audit.append(session, at=now, actor=ENGINE_ACTOR,
-                         action=EventKind.ORPHAN_REMOVED.value, grant_id=grant_id,
-                         target=target.name, port=port, source=source,
-                         details={"scope": scope, "rule": ref})
-        self._tell_alert(f"removed orphan rule {ref} ({source} -> port {port}) from {scope} "
-                         f"on {target.name}: no active grant was behind it")
+                         action=EventKind.ORPHAN_REMOVED.value, grant_id=rule.grant_id,
+                         target=target.name, port=rule.port, source=rule.source,
+                         details={"scope": rule.scope, "rule": rule.ref})
+        self._tell_alert(f"removed orphan rule {where}: no active grant was behind it")
         return replace(orphan, removed=True)
 
     # ---- reading ----------------------------------------------------------------------
@@ -532,7 +504,7 @@ class JitService:
         with self.store.read() as session:
             row = self._row(session, grant_id)
             handle = session.get(RuleHandle, row.rule_handle_id) if row.rule_handle_id else None
-            return self._view(row, handle)
+            return repo.to_view(row, handle)
 
     def grants(self, statuses: Iterable[Status] | None = None,
                limit: int = 200) -> list[GrantView]:
@@ -540,7 +512,7 @@ class JitService:
             rows = repo.list_grants(session, list(statuses) if statuses else None, limit)
             handles = {h.id: h for h in (session.get(RuleHandle, r.rule_handle_id)
                                          for r in rows if r.rule_handle_id) if h}
-            return [self._view(r, handles.get(r.rule_handle_id or -1)) for r in rows]
+            return [repo.to_view(r, handles.get(r.rule_handle_id or -1)) for r in rows]
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -554,7 +526,7 @@ class JitService:
                 current = self._row(session, grant_id)
                 raise InvalidTransition(grant_id, Status(current.status), action)
         self._publish(events)
-        return self._view(row)
+        return repo.to_view(row)
 
     def _move(self, session: Session, row: Grant, from_: Status | set[Status], to: Status,
               actor: str, kind: EventKind, events: list[GrantEvent], *,
@@ -576,7 +548,7 @@ class JitService:
                                                        if v not in (None, "")}})
         detail = str(details.get("error") or details.get("outcome") or details.get("reason")
                      or "")
-        events.append(GrantEvent(kind, self._view(row), actor, now, detail, alert))
+        events.append(GrantEvent(kind, repo.to_view(row), actor, now, detail, alert))
 
     def _publish(self, events: list[GrantEvent]) -> None:
         for event in events:
@@ -617,18 +589,3 @@ class JitService:
     @staticmethod
     def _rule_description(row: Grant) -> str:
         return f"jit grant #{row.id} for {row.requester}"[:255]
-
-    @staticmethod
-    def _view(row: Grant, handle: RuleHandle | None = None) -> GrantView:
-        return GrantView(
-            id=row.id, status=Status(row.status), requester=row.requester,
-            target=row.target, cloud=row.cloud, service=row.service, port=row.port,
-            protocol=row.protocol, source=row.source,
-            duration=timedelta(seconds=row.duration_s), reason=row.reason,
-            created_at=row.created_at, decided_by=row.decided_by,
-            decided_at=row.decided_at, opened_at=row.opened_at,
-            expires_at=row.expires_at, closed_at=row.closed_at,
-            close_reason=row.close_reason, rule_ref=handle.ref if handle else None,
-            error=row.last_error,
-        )
-

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from jitcore.domain import HOLDS_RULE, Status, can_transition
+from jitcore.domain import HOLDS_RULE, GrantView, Status, can_transition
 from jitcore.store.models import Grant, PriorityReservation, RuleHandle
 
 
@@ -137,3 +137,16 @@ def release_priorities(session: Session, grant_id: int) -> None:
 def count_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(Grant.status, func.count()).group_by(Grant.status))
     return {status: count for status, count in rows}
+
+
+def to_view(row: Grant, handle: RuleHandle | None = None) -> GrantView:
+    """The read-only snapshot handed to notifiers, the CLI and the bot."""
+    return GrantView(
+        id=row.id, status=Status(row.status), requester=row.requester, target=row.target,
+        cloud=row.cloud, service=row.service, port=row.port, protocol=row.protocol,
+        source=row.source, duration=timedelta(seconds=row.duration_s), reason=row.reason,
+        created_at=row.created_at, decided_by=row.decided_by, decided_at=row.decided_at,
+        opened_at=row.opened_at, expires_at=row.expires_at, closed_at=row.closed_at,
+        close_reason=row.close_reason, rule_ref=handle.ref if handle else None,
+        error=row.last_error,
+    )
