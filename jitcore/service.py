@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -252,18 +252,22 @@ class JitService:
             session.refresh(row)
             self._audit(session, row, ENGINE_ACTOR, EventKind.OPENING, events, retry=retry)
         self._publish(events)
+        target = self.policy.targets.get(row.target)
+        port = target.ports.get(row.service) if target else None
+        provider = self.providers.get(row.cloud)
+        if target is None or port is None or provider is None:
+            return self._fail_open(grant_id, f"{row.service} on {row.target} is no longer in "
+                                             "the policy or has no provider")
+        spec = RuleSpec(grant_id=grant_id, target=target, port=port, source=row.source,
+                        description=self._rule_description(row))
         try:
-            target = self._target(row.target)
-            spec = RuleSpec(grant_id=grant_id, target=target, port=target.ports[row.service],
-                            source=row.source, description=self._rule_description(row))
             with self._rule_lock(row):
-                opened = self.providers[row.cloud].open_rule(spec)
+                opened = provider.open_rule(spec)
                 # Recorded under the lock: a close of a shared rule must see this holder.
                 return self._opened(grant_id, opened.scope, opened.ref, opened.created,
                                     opened.owned)
-        except (JitError, KeyError) as exc:
-            return self._fail_open(grant_id, str(exc) if isinstance(exc, JitError)
-                                   else f"{row.target} no longer offers {row.service}")
+        except ProviderError as exc:
+            return self._fail_open(grant_id, str(exc))
 
     def _opened(self, grant_id: int, scope: str, ref: str, created: bool,
                 owned: bool) -> GrantView:
@@ -441,7 +445,8 @@ class JitService:
                 continue  # another worker took it
             (report.opened if view.status is Status.ACTIVE else report.failed).append(gid)
 
-    def _take_lease(self, session: Session, grant_id: int, now: Any, lease: Any) -> bool:
+    def _take_lease(self, session: Session, grant_id: int, now: datetime,
+                    lease: datetime) -> bool:
         row = self._row(session, grant_id)
         status = Status(row.status)
         return repo.transition(session, grant_id, status, status, lease_expired_before=now,
