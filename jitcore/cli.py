@@ -20,7 +20,7 @@ from jitcore.bootstrap import Paths
 from jitcore.domain import HOLDS_RULE, GrantView, Status, format_duration
 from jitcore.errors import JitError
 from jitcore.policy import AwsLocation, Policy
-from jitcore.store import Store, upgrade
+from jitcore.store import Store, repository, upgrade
 
 if TYPE_CHECKING:
     from jitcore.service import JitService
@@ -105,7 +105,8 @@ def _print_policy(policy: Policy) -> None:
             click.echo(f"  role: {target.location.role_arn}")
         for port in target.ports.values():
             sources = ", ".join(str(s) for s in port.allowed_sources)
-            click.echo(f"  {port.name:<12} {port.port}/{port.protocol:<4} up to "
+            port_text = f"{port.port}/{port.protocol}"
+            click.echo(f"  {port.name:<12} {port_text:<10} up to "
                        f"{format_duration(target.port_max_duration(port)):<6} from {sources}")
         click.echo(f"  requesters: {', '.join(target.requesters) or '(none)'}")
         click.echo(f"  approvers:  {', '.join(target.approvers) or '(none)'}")
@@ -133,12 +134,13 @@ def db_upgrade(obj: Context) -> None:
 @cli.command()
 @click.option("--active", is_flag=True, help="Only grants that hold (or are removing) a rule.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--limit", default=200, show_default=True, help="Newest first, at most this many.")
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Newest first, at most this many.")
 @pass_context
 def grants(obj: Context, active: bool, as_json: bool, limit: int) -> None:
     """List requests and grants."""
-    with _errors():
-        rows = obj.service().grants(HOLDS_RULE if active else None, limit)
+    with _errors(), obj.store().read() as session:
+        rows = repository.list_views(session, HOLDS_RULE if active else None, limit)
     if as_json:
         for view in rows:
             click.echo(json.dumps(_grant_json(view), sort_keys=True))
@@ -177,6 +179,8 @@ def _grant_json(view: GrantView) -> dict[str, Any]:
 @pass_context
 def revoke(obj: Context, grant_id: int, reason: str) -> None:
     """Close an active grant now."""
+    if not reason.strip():
+        raise click.BadParameter("give the reason in words", param_hint="--reason")
     with _errors():
         view = obj.service().revoke(grant_id, _actor(), reason, admin=True)
     if view.status is Status.CLOSED:

@@ -46,7 +46,10 @@ class InvalidTransition(JitError):
     """The request is no longer in a state that allows the action (someone got there first)."""
 
     def __init__(self, grant_id: int, current: Status, action: str) -> None:
-        super().__init__(f"#{grant_id} is already {current.value.lower().replace('_', ' ')}; "
+        state = current.value.lower().replace("_", " ")
+        # A pending request has not moved on yet: "already pending" would mislead.
+        settled = current.value != "PENDING"
+        super().__init__(f"#{grant_id} is {'already ' if settled else ''}{state}; "
                          f"cannot {action} it")
         self.grant_id = grant_id
         self.current = current

@@ -514,10 +514,7 @@ class JitService:
     def grants(self, statuses: Iterable[Status] | None = None,
                limit: int = 200) -> list[GrantView]:
         with self.store.read() as session:
-            rows = repo.list_grants(session, list(statuses) if statuses else None, limit)
-            handles = {h.id: h for h in (session.get(RuleHandle, r.rule_handle_id)
-                                         for r in rows if r.rule_handle_id) if h}
-            return [repo.to_view(r, handles.get(r.rule_handle_id or -1)) for r in rows]
+            return repo.list_views(session, list(statuses) if statuses else None, limit)
 
     # ---- helpers ------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jitcore.errors import StoreError
@@ -29,7 +29,24 @@ DEFAULT_DATABASE_URL = "sqlite:///./jit.db"
 
 def make_engine(url: str = DEFAULT_DATABASE_URL, **kwargs: Any) -> Engine:
     """An engine with the settings jit relies on for each backend."""
+    try:
+        return _make_engine(url, **kwargs)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise StoreError(f"{_redacted(url)} is not a usable database URL: use sqlite:///PATH "
+                         "or postgresql+psycopg://USER:PASSWORD@HOST/DB") from exc
+
+
+def _redacted(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
+
+
+def _make_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ArgumentError(f"unsupported database {parsed.get_backend_name()!r}")
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(
             url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs

@@ -150,3 +150,13 @@ def to_view(row: Grant, handle: RuleHandle | None = None) -> GrantView:
         close_reason=row.close_reason, rule_ref=handle.ref if handle else None,
         error=row.last_error,
     )
+
+
+def list_views(session: Session, statuses: Collection[Status] | None = None,
+               limit: int = 200) -> list[GrantView]:
+    """Newest first, each with the rule it holds."""
+    rows = list_grants(session, statuses, limit)
+    handle_ids = {r.rule_handle_id for r in rows if r.rule_handle_id is not None}
+    handles = {h.id: h for h in session.scalars(
+        select(RuleHandle).where(RuleHandle.id.in_(handle_ids)))} if handle_ids else {}
+    return [to_view(r, handles.get(r.rule_handle_id or -1)) for r in rows]
