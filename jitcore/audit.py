@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from jitcore.store.models import AuditEvent
+from jitcore.store.models import AuditEvent, audit_events_table
 
 GENESIS = "0" * 64
 # Any constant: the advisory lock that serialises chain appends on PostgreSQL.
@@ -35,61 +35,78 @@ def _timestamp(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+_HASHED = ("seq", "at", "actor", "action", "grant_id", "target", "port", "source", "details")
+
+
 def event_body(event: AuditEvent) -> dict[str, Any]:
     """The fields the hash covers, in the form the export writes."""
-    return {
-        "seq": event.seq,
-        "at": _timestamp(event.at),
-        "actor": event.actor,
-        "action": event.action,
-        "grant_id": event.grant_id,
-        "target": event.target,
-        "port": event.port,
-        "source": event.source,
-        "details": json.loads(event.details),
-    }
+    return _body({name: getattr(event, name) for name in _HASHED})
+
+
+def _body(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {**{name: row[name] for name in _HASHED}, "at": _timestamp(row["at"]),
+            "details": json.loads(row["details"])}
 
 
 def chain_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_json(body)).encode()).hexdigest()
 
 
-def append(
-    session: Session,
-    *,
-    at: datetime,
-    actor: str,
-    action: str,
-    grant_id: int | None = None,
-    target: str | None = None,
-    port: int | None = None,
-    source: str | None = None,
-    details: Mapping[str, Any] | None = None,
-) -> AuditEvent:
-    """Add the next link of the chain inside the caller's transaction."""
-    if session.get_bind().dialect.name == "postgresql":
-        # Two transactions must not read the same head; held until commit.
-        session.execute(select(func.pg_advisory_xact_lock(_CHAIN_LOCK_KEY)))
-    head = session.execute(
-        select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-    ).first()
-    seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
-    event = AuditEvent(
-        seq=seq,
-        at=at.astimezone(UTC),
-        actor=actor,
-        action=action,
-        grant_id=grant_id,
-        target=target,
-        port=port,
-        source=source,
-        details=canonical_json(dict(details or {})),
-        prev_hash=prev_hash,
-    )
-    event.hash = chain_hash(prev_hash, event_body(event))
-    session.add(event)
-    session.flush()
-    return event
+class ChainWriter:
+    """Appends links to the chain inside one transaction, reading the head once."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._head: tuple[int, str] | None = None
+        self._pending: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        grant_id: int | None = None,
+        target: str | None = None,
+        port: int | None = None,
+        source: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Queue the next link; returns its hash. Written by `flush` (before commit)."""
+        seq, prev_hash = self._next()
+        row: dict[str, Any] = {
+            "seq": seq, "at": at.astimezone(UTC), "actor": actor, "action": action,
+            "grant_id": grant_id, "target": target, "port": port, "source": source,
+            "details": canonical_json(dict(details or {})), "prev_hash": prev_hash,
+        }
+        row["hash"] = chain_hash(prev_hash, _body(row))
+        self._pending.append(row)
+        self._head = (seq, row["hash"])
+        return str(row["hash"])
+
+    def flush(self) -> None:
+        if self._pending:
+            self._session.execute(insert(audit_events_table), self._pending)
+            self._pending = []
+
+    def _next(self) -> tuple[int, str]:
+        if self._head is None:
+            if self._session.get_bind().dialect.name == "postgresql":
+                # Two transactions must not read the same head; held until commit.
+                self._session.execute(select(func.pg_advisory_xact_lock(_CHAIN_LOCK_KEY)))
+            head = self._session.execute(
+                select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+            ).first()
+            self._head = (head[0], head[1]) if head else (0, GENESIS)
+        return self._head[0] + 1, self._head[1]
+
+
+def append(session: Session, **fields: Any) -> str:
+    """Add one link of the chain inside the caller's transaction; returns its hash."""
+    writer = ChainWriter(session)
+    link = writer.add(**fields)
+    writer.flush()
+    return link
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -52,11 +53,17 @@ class Provider(Protocol):
 
     def open_rule(self, spec: RuleSpec) -> OpenedRule: ...
 
-    def close_rule(self, target: Target, scope: str, ref: str) -> bool:
-        """Remove the rule; True if it was removed now, False if it was already gone."""
+    def close_rules(self, target: Target, scope: str, refs: Sequence[str]) -> dict[str, bool]:
+        """Remove these rules of one firewall, in as few calls as the cloud allows.
+
+        Per rule: True if it was removed now, False if it was already gone. Raises
+        ProviderError when the cloud refuses; nothing is reported removed then.
+        """
         ...
 
-    def rule_exists(self, target: Target, scope: str, ref: str) -> bool: ...
+    def present_rules(self, target: Target, scope: str, refs: Sequence[str]) -> set[str]:
+        """Of these rules, the ones the firewall still holds (read back after a close)."""
+        ...
 
     def list_owned_rules(self, target: Target) -> list[OwnedRule]: ...
 

@@ -2,7 +2,8 @@
 
 Every state change and its audit event commit in one transaction; a cloud call runs
 only after its intent (OPENING, CLOSING) has committed, and its outcome commits after
-it returns (DESIGN.md §2).
+it returns (DESIGN.md §2). Closing is batched per firewall: one revoke and one read-back
+for many rules, and one transaction for their outcomes.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,21 +22,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from jitcore import audit
-from jitcore.domain import (
-    CloseReason,
-    EventKind,
-    GrantEvent,
-    GrantView,
-    Status,
-    format_duration,
-)
-from jitcore.errors import (
-    InvalidTransition,
-    JitError,
-    NotAllowed,
-    NotFound,
-    ProviderError,
-)
+from jitcore.domain import CloseReason, EventKind, GrantEvent, GrantView, Status, format_duration
+from jitcore.errors import InvalidTransition, NotAllowed, NotFound, ProviderError
 from jitcore.policy import (
     Decision,
     Policy,
@@ -44,15 +34,7 @@ from jitcore.policy import (
     check_request,
     names,
 )
-from jitcore.ports import (
-    Clock,
-    Directory,
-    NoDirectory,
-    Notifier,
-    OwnedRule,
-    Provider,
-    RuleSpec,
-)
+from jitcore.ports import Clock, Directory, NoDirectory, Notifier, OwnedRule, Provider, RuleSpec
 from jitcore.reconcile import Orphan, find_orphans
 from jitcore.store import Store
 from jitcore.store import repository as repo
@@ -62,6 +44,7 @@ log = logging.getLogger(__name__)
 
 POLICY_ACTOR = "policy"
 ENGINE_ACTOR = "jit"
+_CLOSABLE = (Status.CLOSING, Status.CLOSE_FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +56,9 @@ class EngineSettings:
     retry_cap: timedelta = timedelta(minutes=2)
     slow_retry: timedelta = timedelta(minutes=5)  # pace of retries after CLOSE_FAILED
     lease: timedelta = timedelta(seconds=60)  # how long a claimed cloud step is left alone
-    batch: int = 500
-    workers: int = 8
+    batch: int = 500  # grants claimed per transaction by the sweep
+    rules_per_call: int = 100  # rules removed per cloud call
+    workers: int = 8  # firewalls worked on at once
 
 
 @dataclass(slots=True)
@@ -93,6 +77,15 @@ class SweepReport:
 class RequestResult:
     grant: GrantView
     auto_approved: bool
+
+
+@dataclass(slots=True)
+class _Work:
+    """One transaction: its session, the audit links it adds, the events it will publish."""
+
+    session: Session
+    chain: audit.ChainWriter
+    events: list[GrantEvent]
 
 
 class JitService:
@@ -132,8 +125,7 @@ class JitService:
                                       "which this jit has no provider for"))
         auto = check_auto_approve(check.target, check.port, requester, check.duration, groups)
         now = self.clock.now()
-        events: list[GrantEvent] = []
-        with self.store.transaction() as session:
+        with self._work() as work:
             row = Grant(
                 status=Status.PENDING.value, requester=requester, target=check.target.name,
                 cloud=check.target.cloud, service=check.port.name, port=check.port.port,
@@ -141,16 +133,15 @@ class JitService:
                 duration_s=int(check.duration.total_seconds()), reason=reason.strip(),
                 created_at=now, lapses_at=now + check.target.approval_timeout, attempts=0,
             )
-            session.add(row)
-            session.flush()
-            self._audit(session, row, requester, EventKind.REQUESTED, events,
-                        duration=format_duration(check.duration), reason=row.reason)
+            work.session.add(row)
+            work.session.flush()
+            self._record(work, row, requester, EventKind.REQUESTED,
+                         duration=format_duration(check.duration), reason=row.reason)
             if auto:
-                self._move(session, row, Status.PENDING, Status.APPROVED, POLICY_ACTOR,
-                           EventKind.AUTO_APPROVED, events,
-                           values=dict(decided_by=POLICY_ACTOR, decided_at=now,
-                                       next_attempt_at=now + self.settings.lease))
-        self._publish(events)
+                row = self._move(work, row.id, Status.PENDING, Status.APPROVED, POLICY_ACTOR,
+                                 EventKind.AUTO_APPROVED,
+                                 values=dict(decided_by=POLICY_ACTOR, decided_at=now,
+                                             next_attempt_at=now + self.settings.lease)) or row
         return RequestResult(repo.to_view(row), bool(auto))
 
     def approve(self, grant_id: int, approver: str) -> GrantView:
@@ -166,13 +157,13 @@ class JitService:
         if not decision:
             raise NotAllowed(decision)
         now = self.clock.now()
-        kind = EventKind.APPROVED if to is Status.APPROVED else EventKind.DENIED
         values: dict[str, Any] = dict(decided_by=approver, decided_at=now,
                                       decision_note=note.strip() or None)
         if to is Status.APPROVED:
-            values["next_attempt_at"] = now + self.settings.lease
-        return self._change(grant_id, Status.PENDING, to, approver, kind, values,
-                            "approve" if to is Status.APPROVED else "deny",
+            values["next_attempt_at"] = now + self.settings.lease  # the sweep opens it if we die
+        kind, action = ((EventKind.APPROVED, "approve") if to is Status.APPROVED
+                        else (EventKind.DENIED, "deny"))
+        return self._change(grant_id, Status.PENDING, to, approver, kind, values, action,
                             reason=note.strip())
 
     def cancel(self, grant_id: int, actor: str, *, admin: bool = False) -> GrantView:
@@ -205,16 +196,14 @@ class JitService:
                                       f"{format_duration(duration)} is longer than the "
                                       f"{format_duration(limit)} allowed for {port.name} "
                                       f"on {target.name}"))
-        now = self.clock.now()
-        new_end = now + duration
+        new_end = self.clock.now() + duration
         if grant.status is Status.ACTIVE and grant.expires_at and new_end <= grant.expires_at:
             raise NotAllowed(Decision(False, Reason.DURATION_INVALID,
                                       f"#{grant_id} is already open until "
                                       f"{grant.expires_at:%H:%M} UTC"))
+        old_end = grant.expires_at.isoformat() if grant.expires_at else None
         return self._change(grant_id, Status.ACTIVE, Status.ACTIVE, actor, EventKind.EXTENDED,
-                            dict(expires_at=new_end), "extend",
-                            old_expires_at=grant.expires_at.isoformat()
-                            if grant.expires_at else None,
+                            dict(expires_at=new_end), "extend", old_expires_at=old_end,
                             new_expires_at=new_end.isoformat())
 
     def revoke(self, grant_id: int, actor: str, reason: str = "", *,
@@ -225,11 +214,9 @@ class JitService:
                 actor, self._target(grant.target).approvers, self._groups_of(actor)):
             raise NotAllowed(Decision(False, Reason.NOT_AN_APPROVER,
                                       "only the requester or an approver can revoke a grant"))
-        if grant.status is not Status.ACTIVE:
-            raise InvalidTransition(grant_id, grant.status, "revoke")
-        if not self._claim_close(grant_id, CloseReason.REVOKED, actor, reason):
+        if not self._claim_closes([grant_id], CloseReason.REVOKED, actor, reason):
             raise InvalidTransition(grant_id, self.get(grant_id).status, "revoke")
-        self._attempt_close(grant_id)
+        self._close([grant_id], SweepReport())
         return self.get(grant_id)
 
     # ---- opening ----------------------------------------------------------------------
@@ -237,21 +224,17 @@ class JitService:
     def open(self, grant_id: int) -> GrantView:
         """APPROVED -> OPENING -> ACTIVE (or FAILED). Safe to call again after a crash."""
         now = self.clock.now()
-        events: list[GrantEvent] = []
-        with self.store.transaction() as session:
-            row = self._row(session, grant_id)
-            retry = row.status == Status.OPENING.value
+        lease = dict(next_attempt_at=now + self.settings.lease)
+        with self._work() as work:
+            row = self._move(work, grant_id, Status.APPROVED, Status.OPENING, ENGINE_ACTOR,
+                             EventKind.OPENING, values=lease)
             # A retry takes over an OPENING grant only once the previous worker's lease ran out.
-            claimed = repo.transition(
-                session, grant_id, Status.OPENING if retry else Status.APPROVED,
-                Status.OPENING, lease_expired_before=now if retry else None,
-                next_attempt_at=now + self.settings.lease,
-            )
-            if not claimed:
-                raise InvalidTransition(grant_id, Status(row.status), "open")
-            session.refresh(row)
-            self._audit(session, row, ENGINE_ACTOR, EventKind.OPENING, events, retry=retry)
-        self._publish(events)
+            row = row or self._move(work, grant_id, Status.OPENING, Status.OPENING,
+                                    ENGINE_ACTOR, EventKind.OPENING, values=lease,
+                                    lease_expired_before=now, retry=True)
+            if row is None:
+                raise InvalidTransition(grant_id, self._row(work.session, grant_id).state,
+                                        "open")
         target = self.policy.targets.get(row.target)
         port = target.ports.get(row.service) if target else None
         provider = self.providers.get(row.cloud)
@@ -259,146 +242,165 @@ class JitService:
             return self._fail_open(grant_id, f"{row.service} on {row.target} is no longer in "
                                              "the policy or has no provider")
         spec = RuleSpec(grant_id=grant_id, target=target, port=port, source=row.source,
-                        description=self._rule_description(row))
+                        description=f"jit grant #{row.id} for {row.requester}"[:255])
         try:
-            with self._rule_lock(row):
+            with self._rule_locks_for([row]):
                 opened = provider.open_rule(spec)
                 # Recorded under the lock: a close of a shared rule must see this holder.
-                return self._opened(grant_id, opened.scope, opened.ref, opened.created,
-                                    opened.owned)
+                return self._opened(row, opened.scope, opened.ref, opened.created, opened.owned)
         except ProviderError as exc:
             return self._fail_open(grant_id, str(exc))
 
-    def _opened(self, grant_id: int, scope: str, ref: str, created: bool,
+    def _opened(self, before: Grant, scope: str, ref: str, created: bool,
                 owned: bool) -> GrantView:
         now = self.clock.now()
-        events: list[GrantEvent] = []
-        with self.store.transaction() as session:
-            row = self._row(session, grant_id)
-            handle = repo.live_handle(session, scope, ref)
+        expires = now + timedelta(seconds=before.duration_s)
+        with self._work() as work:
+            # A rule the cloud just created cannot have a handle yet; a shared one may.
+            handle = None if created else repo.live_handle(work.session, scope, ref)
             if handle is None:
-                handle = RuleHandle(cloud=row.cloud, scope=scope, ref=ref, port=row.port,
-                                    protocol=row.protocol, source=row.source, owned=owned,
-                                    created_at=now)
-                session.add(handle)
-                session.flush()
-            expires = now + timedelta(seconds=row.duration_s)
-            self._move(session, row, Status.OPENING, Status.ACTIVE, ENGINE_ACTOR,
-                       EventKind.OPENED, events,
-                       values=dict(opened_at=now, expires_at=expires, next_attempt_at=None,
-                                   rule_handle_id=handle.id, last_error=None),
-                       scope=scope, rule=ref, created=created, owned=owned,
-                       expires_at=expires.isoformat())
-        self._publish(events)
-        return repo.to_view(row, handle)
+                handle = RuleHandle(cloud=before.cloud, scope=scope, ref=ref, port=before.port,
+                                    protocol=before.protocol, source=before.source,
+                                    owned=owned, created_at=now)
+                work.session.add(handle)
+                work.session.flush()
+            row = self._move(work, before.id, Status.OPENING, Status.ACTIVE, ENGINE_ACTOR,
+                             EventKind.OPENED,
+                             values=dict(opened_at=now, expires_at=expires, next_attempt_at=None,
+                                         rule_handle_id=handle.id, last_error=None),
+                             scope=scope, rule=ref, created=created, owned=owned,
+                             expires_at=expires.isoformat())
+        return repo.to_view(row, handle) if row else self.get(before.id)
 
     def _fail_open(self, grant_id: int, error: str) -> GrantView:
-        events: list[GrantEvent] = []
-        with self.store.transaction() as session:
-            row = self._row(session, grant_id)
-            self._move(session, row, Status.OPENING, Status.FAILED, ENGINE_ACTOR,
-                       EventKind.OPEN_FAILED, events, alert=True,
-                       values=dict(last_error=error, next_attempt_at=None), error=error)
-            repo.release_priorities(session, grant_id)
-        self._publish(events)
-        return repo.to_view(row)
+        with self._work() as work:
+            row = self._move(work, grant_id, Status.OPENING, Status.FAILED, ENGINE_ACTOR,
+                             EventKind.OPEN_FAILED, alert=True,
+                             values=dict(last_error=error, next_attempt_at=None), error=error)
+            repo.release_priorities(work.session, [grant_id])
+        return repo.to_view(row) if row else self.get(grant_id)
 
     # ---- closing ----------------------------------------------------------------------
 
-    def _claim_close(self, grant_id: int, reason: CloseReason, actor: str,
-                     note: str = "") -> bool:
-        events: list[GrantEvent] = []
-        with self.store.transaction() as session:
-            claimed = self._claim_close_in(session, grant_id, reason, actor, note, events)
-        self._publish(events)
-        return claimed
-
-    def _claim_close_in(self, session: Session, grant_id: int, reason: CloseReason,
-                        actor: str, note: str, events: list[GrantEvent]) -> bool:
+    def _claim_closes(self, grant_ids: list[int], reason: CloseReason, actor: str,
+                      note: str = "") -> list[int]:
+        """ACTIVE -> CLOSING for those still ACTIVE, each with its audit event."""
         now = self.clock.now()
-        values: dict[str, Any] = dict(close_reason=reason.value, closed_by=actor, attempts=0,
-                                      next_attempt_at=now + self.settings.lease)
-        if not repo.transition(session, grant_id, Status.ACTIVE, Status.CLOSING, **values):
-            return False
-        row = self._row(session, grant_id)
-        self._audit(session, row, actor, EventKind.CLOSING, events, reason=reason.value,
-                    note=note.strip())
-        return True
+        with self._work() as work:
+            rows = repo.transition_many(
+                work.session, grant_ids, Status.ACTIVE, Status.CLOSING,
+                close_reason=reason.value, closed_by=actor, attempts=0,
+                next_attempt_at=now + self.settings.lease)
+            for row in rows:
+                self._record(work, row, actor, EventKind.CLOSING, reason=reason.value,
+                             note=note.strip())
+        return [row.id for row in rows]
 
-    def _attempt_close(self, grant_id: int) -> bool:
-        """One try at removing the grant's rule; the outcome is committed either way."""
+    def _close(self, grant_ids: list[int], report: SweepReport) -> None:
+        """Remove the rules of these closing grants, batched per firewall, and commit."""
         with self.store.read() as session:
-            row = self._row(session, grant_id)
-            handle = session.get(RuleHandle, row.rule_handle_id) if row.rule_handle_id else None
-        if Status(row.status) not in (Status.CLOSING, Status.CLOSE_FAILED):
-            return False
-        outcome = "no rule recorded"
+            pairs = repo.with_handles(session, grant_ids)
+        batches: dict[tuple[str, str], list[tuple[Grant, RuleHandle | None]]] = defaultdict(list)
+        for row, handle in pairs:
+            if Status(row.status) in _CLOSABLE:
+                batches[(row.target, handle.scope if handle else "")].append((row, handle))
+        chunks = [items[i:i + self.settings.rules_per_call] for items in batches.values()
+                  for i in range(0, len(items), self.settings.rules_per_call)]
+        if len(chunks) <= 1:
+            results = [self._close_chunk(chunk) for chunk in chunks]
+        else:
+            workers = min(self.settings.workers, len(chunks))
+            with ThreadPoolExecutor(workers, thread_name_prefix="jit-close") as pool:
+                results = list(pool.map(self._close_chunk, chunks))
+        for closed, failed in results:
+            report.closed.extend(closed)
+            report.failed.extend(failed)
+
+    def _close_chunk(self, chunk: list[tuple[Grant, RuleHandle | None]]
+                     ) -> tuple[list[int], list[int]]:
+        """One firewall's worth of closes: a cloud call or two, then one transaction."""
+        outcomes: dict[int, str] = {}
+        errors: dict[int, str] = {}
+        with self._rule_locks_for([row for row, _ in chunk]):
+            removable: list[tuple[Grant, RuleHandle]] = []
+            with self.store.read() as session:
+                holders = repo.holders(session, [h.id for _, h in chunk if h is not None])
+            for row, handle in chunk:
+                if handle is None:
+                    outcomes[row.id] = "no rule recorded"
+                elif not handle.owned:
+                    outcomes[row.id] = "left in place: a standing rule jit did not create"
+                elif holders.get(handle.id):
+                    outcomes[row.id] = "kept: shared with " + ", ".join(
+                        f"#{g}" for g in holders[handle.id])
+                else:
+                    removable.append((row, handle))
+            if removable:
+                outcomes.update(self._remove_rules(removable, errors))
+        self._record_closes(chunk, outcomes, errors)
+        return sorted(outcomes), sorted(errors)
+
+    def _remove_rules(self, removable: list[tuple[Grant, RuleHandle]],
+                      errors: dict[int, str]) -> dict[int, str]:
+        row, handle = removable[0]
+        target = self.policy.targets.get(row.target)
+        provider = self.providers.get(row.cloud)
+        if target is None or provider is None:
+            error = f"target {row.target} is no longer in the policy; cannot reach its firewall"
+            errors.update({r.id: error for r, _ in removable})
+            return {}
+        refs = sorted({h.ref for _, h in removable})
         try:
-            with self._rule_lock(row):
-                if handle is not None:
-                    outcome = self._remove_rule(row, handle)
-        except JitError as exc:
-            self._close_failed_attempt(grant_id, str(exc))
-            return False
-        events: list[GrantEvent] = []
-        now = self.clock.now()
-        with self.store.transaction() as session:
-            row = self._row(session, grant_id)
-            self._move(session, row, {Status.CLOSING, Status.CLOSE_FAILED}, Status.CLOSED,
-                       row.closed_by or ENGINE_ACTOR, EventKind.CLOSED, events,
-                       values=dict(closed_at=now, next_attempt_at=None, last_error=None),
-                       reason=row.close_reason, outcome=outcome)
-            if handle is not None and outcome in ("removed", "already gone"):
-                live = session.get(RuleHandle, handle.id)
-                if live is not None and live.removed_at is None:
-                    live.removed_at = now
-            repo.release_priorities(session, grant_id)
-        self._publish(events)
-        return True
+            removed = provider.close_rules(target, handle.scope, refs)
+            still = provider.present_rules(target, handle.scope, refs)
+        except ProviderError as exc:
+            errors.update({r.id: str(exc) for r, _ in removable})
+            return {}
+        outcomes: dict[int, str] = {}
+        for row, handle in removable:
+            if handle.ref in still:
+                errors[row.id] = f"rule {handle.ref} is still in {handle.scope} after removal"
+            else:
+                outcomes[row.id] = "removed" if removed.get(handle.ref) else "already gone"
+        return outcomes
 
-    def _remove_rule(self, row: Grant, handle: RuleHandle) -> str:
-        """Remove the cloud rule unless another grant still relies on it; verify it is gone."""
-        if not handle.owned:
-            return "left in place: a standing rule jit did not create"
-        with self.store.read() as session:
-            others = repo.other_holders(session, handle.id, row.id)
-        if others:
-            return "kept: shared with " + ", ".join(f"#{g}" for g in others)
-        target = self._target(row.target)
-        provider = self.providers[row.cloud]
-        removed = provider.close_rule(target, handle.scope, handle.ref)
-        if provider.rule_exists(target, handle.scope, handle.ref):
-            raise ProviderError(f"rule {handle.ref} is still in {handle.scope} after removal")
-        return "removed" if removed else "already gone"
-
-    def _close_failed_attempt(self, grant_id: int, error: str) -> None:
+    def _record_closes(self, chunk: list[tuple[Grant, RuleHandle | None]],
+                       outcomes: dict[int, str], errors: dict[int, str]) -> None:
         now = self.clock.now()
+        handles = {row.id: handle for row, handle in chunk}
+        with self._work() as work:
+            for row in repo.transition_many(work.session, list(outcomes), _CLOSABLE,
+                                            Status.CLOSED, closed_at=now, next_attempt_at=None,
+                                            last_error=None):
+                self._record(work, row, row.closed_by or ENGINE_ACTOR, EventKind.CLOSED,
+                             reason=row.close_reason, outcome=outcomes[row.id])
+            gone = [h.id for gid, h in handles.items()
+                    if h is not None and outcomes.get(gid) in ("removed", "already gone")]
+            repo.mark_removed(work.session, gone, now)
+            repo.release_priorities(work.session, list(outcomes))
+            for gid, error in errors.items():
+                self._close_failed_attempt(work, gid, error)
+
+    def _close_failed_attempt(self, work: _Work, grant_id: int, error: str) -> None:
         s = self.settings
-        events: list[GrantEvent] = []
-        with self.store.transaction() as session:
-            row = self._row(session, grant_id)
-            attempts = row.attempts + 1
-            exhausted = attempts >= s.close_attempts
-            if exhausted:
-                delay = s.slow_retry * random.uniform(0.8, 1.2)
-            else:
-                fast = min(s.retry_cap, s.retry_base * 2 ** (attempts - 1))
-                delay = fast * random.uniform(0.5, 1.5)
-            values: dict[str, Any] = dict(attempts=attempts, last_error=error,
-                                          next_attempt_at=now + delay)
-            if exhausted and row.status == Status.CLOSING.value:
-                self._move(session, row, Status.CLOSING, Status.CLOSE_FAILED, ENGINE_ACTOR,
-                           EventKind.CLOSE_FAILED, events, alert=True, values=values,
-                           attempts=attempts, error=error,
-                           next_attempt_in=format_duration(delay))
-            else:
-                repo.transition(session, grant_id, Status(row.status), Status(row.status),
-                                **values)
-                self._audit(session, row, ENGINE_ACTOR, EventKind.CLOSE_RETRY, events,
-                            attempts=attempts, error=error,
-                            next_attempt_in=format_duration(delay))
+        row = self._row(work.session, grant_id)
+        attempts = row.attempts + 1
+        exhausted = attempts >= s.close_attempts
+        if exhausted:
+            delay = s.slow_retry * random.uniform(0.8, 1.2)
+        else:
+            delay = min(s.retry_cap, s.retry_base * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
+        values: dict[str, Any] = dict(attempts=attempts, last_error=error,
+                                      next_attempt_at=self.clock.now() + delay)
+        details: dict[str, Any] = dict(attempts=attempts, error=error,
+                                       next_attempt_in=format_duration(delay))
         log.warning("close of #%s failed (attempt %s): %s", grant_id, attempts, error)
-        self._publish(events)
+        if exhausted and row.state is Status.CLOSING:
+            self._move(work, grant_id, Status.CLOSING, Status.CLOSE_FAILED, ENGINE_ACTOR,
+                       EventKind.CLOSE_FAILED, alert=True, values=values, **details)
+        else:
+            self._move(work, grant_id, row.state, row.state, ENGINE_ACTOR,
+                       EventKind.CLOSE_RETRY, values=values, **details)
 
     # ---- the sweep ----------------------------------------------------------------------
 
@@ -417,27 +419,21 @@ class JitService:
 
     def _expire_due(self, report: SweepReport) -> None:
         while True:
-            now = self.clock.now()
-            events: list[GrantEvent] = []
-            with self.store.transaction() as session:
-                due = repo.due_for_expiry(session, now, self.settings.batch)
-                claimed = [gid for gid in due if self._claim_close_in(
-                    session, gid, CloseReason.EXPIRED, ENGINE_ACTOR, "", events)]
-            self._publish(events)
-            self._run_closes(claimed, report)
+            with self.store.read() as session:
+                due = repo.due_for_expiry(session, self.clock.now(), self.settings.batch)
+            self._close(self._claim_closes(list(due), CloseReason.EXPIRED, ENGINE_ACTOR),
+                        report)
             if len(due) < self.settings.batch:
                 return
 
     def _retry_stalled(self, report: SweepReport) -> None:
         now = self.clock.now()
-        lease = now + self.settings.lease
         with self.store.transaction() as session:
-            closes = [gid for gid in repo.due_for_retry(
-                session, (Status.CLOSING, Status.CLOSE_FAILED), now, self.settings.batch)
-                if self._take_lease(session, gid, now, lease)]
+            closes = repo.take_leases(session, repo.due_for_retry(
+                session, _CLOSABLE, now, self.settings.batch), now, now + self.settings.lease)
             opens = repo.due_for_retry(session, (Status.APPROVED, Status.OPENING), now,
                                        self.settings.batch)
-        self._run_closes(closes, report)
+        self._close(closes, report)
         for gid in opens:
             try:
                 view = self.open(gid)
@@ -445,34 +441,15 @@ class JitService:
                 continue  # another worker took it
             (report.opened if view.status is Status.ACTIVE else report.failed).append(gid)
 
-    def _take_lease(self, session: Session, grant_id: int, now: datetime,
-                    lease: datetime) -> bool:
-        row = self._row(session, grant_id)
-        status = Status(row.status)
-        return repo.transition(session, grant_id, status, status, lease_expired_before=now,
-                               next_attempt_at=lease)
-
-    def _run_closes(self, grant_ids: list[int], report: SweepReport) -> None:
-        if not grant_ids:
-            return
-        workers = min(self.settings.workers, len(grant_ids))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jit-close") as pool:
-            for gid, ok in zip(grant_ids, pool.map(self._attempt_close, grant_ids),
-                               strict=True):
-                (report.closed if ok else report.failed).append(gid)
-
     def lapse_pending(self) -> list[int]:
         now = self.clock.now()
-        events: list[GrantEvent] = []
-        lapsed: list[int] = []
-        with self.store.transaction() as session:
-            for gid in repo.due_to_lapse(session, now, self.settings.batch):
-                row = self._row(session, gid)
-                if self._move(session, row, Status.PENDING, Status.LAPSED, ENGINE_ACTOR,
-                              EventKind.LAPSED, events, values=dict(decided_at=now)):
-                    lapsed.append(gid)
-        self._publish(events)
-        return lapsed
+        with self._work() as work:
+            due = repo.due_to_lapse(work.session, now, self.settings.batch)
+            rows = repo.transition_many(work.session, due, Status.PENDING, Status.LAPSED,
+                                        decided_at=now)
+            for row in rows:
+                self._record(work, row, ENGINE_ACTOR, EventKind.LAPSED)
+        return [row.id for row in rows]
 
     # ---- reconcile ----------------------------------------------------------------------
 
@@ -487,19 +464,18 @@ class JitService:
         if dry_run:
             return orphan
         try:
-            self.providers[target.cloud].close_rule(target, rule.scope, rule.ref)
+            self.providers[target.cloud].close_rules(target, rule.scope, [rule.ref])
         except ProviderError as exc:
             self._tell_alert(f"orphan rule {where} could not be removed: {exc}")
             return replace(orphan, error=str(exc))
         now = self.clock.now()
-        with self.store.transaction() as session:
-            handle = repo.live_handle(session, rule.scope, rule.ref)
+        with self._work() as work:
+            handle = repo.live_handle(work.session, rule.scope, rule.ref)
             if handle is not None:
                 handle.removed_at = now
-            audit.append(session, at=now, actor=ENGINE_ACTOR,
-                         action=EventKind.ORPHAN_REMOVED.value, grant_id=rule.grant_id,
-                         target=target.name, port=rule.port, source=rule.source,
-                         details={"scope": rule.scope, "rule": rule.ref})
+            work.chain.add(at=now, actor=ENGINE_ACTOR, action=EventKind.ORPHAN_REMOVED.value,
+                           grant_id=rule.grant_id, target=target.name, port=rule.port,
+                           source=rule.source, details={"scope": rule.scope, "rule": rule.ref})
         self._tell_alert(f"removed orphan rule {where}: no active grant was behind it")
         return replace(orphan, removed=True)
 
@@ -518,39 +494,46 @@ class JitService:
 
     # ---- helpers ------------------------------------------------------------------------
 
-    def _change(self, grant_id: int, from_: Status, to: Status, actor: str, kind: EventKind,
-                values: dict[str, Any], action: str, **details: Any) -> GrantView:
+    @contextmanager
+    def _work(self) -> Iterator[_Work]:
+        """A transaction whose audit links are written before commit and whose events are
+        published after it; on an exception, neither."""
         events: list[GrantEvent] = []
         with self.store.transaction() as session:
-            row = self._row(session, grant_id)
-            if not self._move(session, row, from_, to, actor, kind, events, values=values,
-                              **details):
-                current = self._row(session, grant_id)
-                raise InvalidTransition(grant_id, Status(current.status), action)
+            work = _Work(session, audit.ChainWriter(session), events)
+            yield work
+            work.chain.flush()
         self._publish(events)
+
+    def _change(self, grant_id: int, from_: Status, to: Status, actor: str, kind: EventKind,
+                values: dict[str, Any], action: str, **details: Any) -> GrantView:
+        with self._work() as work:
+            row = self._move(work, grant_id, from_, to, actor, kind, values=values, **details)
+            if row is None:
+                current = self._row(work.session, grant_id)
+                raise InvalidTransition(grant_id, current.state, action)
         return repo.to_view(row)
 
-    def _move(self, session: Session, row: Grant, from_: Status | set[Status], to: Status,
-              actor: str, kind: EventKind, events: list[GrantEvent], *,
-              values: dict[str, Any] | None = None, alert: bool = False,
-              **details: Any) -> bool:
+    def _move(self, work: _Work, grant_id: int, from_: Status | tuple[Status, ...],
+              to: Status, actor: str, kind: EventKind, *, values: dict[str, Any] | None = None,
+              lease_expired_before: datetime | None = None, alert: bool = False,
+              **details: Any) -> Grant | None:
         """Conditional transition plus its audit event, in the caller's transaction."""
-        if not repo.transition(session, row.id, from_, to, **(values or {})):
-            return False
-        session.refresh(row)
-        self._audit(session, row, actor, kind, events, alert=alert, **details)
-        return True
+        row = repo.transition(work.session, grant_id, from_, to,
+                              lease_expired_before=lease_expired_before, **(values or {}))
+        if row is not None:
+            self._record(work, row, actor, kind, alert=alert, **details)
+        return row
 
-    def _audit(self, session: Session, row: Grant, actor: str, kind: EventKind,
-               events: list[GrantEvent], alert: bool = False, **details: Any) -> None:
+    def _record(self, work: _Work, row: Grant, actor: str, kind: EventKind,
+                alert: bool = False, **details: Any) -> None:
         now = self.clock.now()
-        audit.append(session, at=now, actor=actor, action=kind.value, grant_id=row.id,
-                     target=row.target, port=row.port, source=row.source,
-                     details={"status": row.status, **{k: v for k, v in details.items()
-                                                       if v not in (None, "")}})
-        detail = str(details.get("error") or details.get("outcome") or details.get("reason")
-                     or "")
-        events.append(GrantEvent(kind, repo.to_view(row), actor, now, detail, alert))
+        kept = {k: v for k, v in details.items() if v not in (None, "")}
+        work.chain.add(at=now, actor=actor, action=kind.value, grant_id=row.id,
+                       target=row.target, port=row.port, source=row.source,
+                       details={"status": row.status, **kept})
+        detail = str(kept.get("error") or kept.get("outcome") or kept.get("reason") or "")
+        work.events.append(GrantEvent(kind, repo.to_view(row), actor, now, detail, alert))
 
     def _publish(self, events: list[GrantEvent]) -> None:
         for event in events:
@@ -574,20 +557,21 @@ class JitService:
     def _target(self, name: str) -> Target:
         target = self.policy.targets.get(name)
         if target is None:
-            raise JitError(f"target {name!r} is no longer in the policy")
+            raise NotFound(f"target {name!r} is no longer in the policy")
         return target
 
     def _groups_of(self, user: str) -> frozenset[str]:
         return frozenset(h for h in self.policy.group_handles()
                          if user in self.directory.members(h))
 
-    def _rule_lock(self, row: Grant) -> threading.Lock:
-        """Serialises open and close of the same port+source, so a shared rule is not
-        removed while another grant is binding to it."""
-        key = (row.target, row.port, row.protocol, row.source)
+    @contextmanager
+    def _rule_locks_for(self, rows: Iterable[Grant]) -> Iterator[None]:
+        """Serialise opens and closes of the same port and source, so that a shared rule
+        is not removed while another grant binds to it. Taken in sorted order: no deadlock."""
+        keys = sorted({(r.target, r.port, r.protocol, r.source) for r in rows})
         with self._rule_locks_guard:
-            return self._rule_locks.setdefault(key, threading.Lock())
-
-    @staticmethod
-    def _rule_description(row: Grant) -> str:
-        return f"jit grant #{row.id} for {row.requester}"[:255]
+            locks = [self._rule_locks.setdefault(key, threading.Lock()) for key in keys]
+        with ExitStack() as stack:
+            for lock in locks:
+                stack.enter_context(lock)
+            yield

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,6 +65,9 @@ _ALREADY_GONE = frozenset({
 # EC2 accepts only these characters in a rule description (at most 255 of them).
 _DESCRIPTION_REFUSED = re.compile(r"[^a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]")
 _PROTOCOL_NAMES = {"6": "tcp", "17": "udp"}
+# Rule ids per revoke and per describe filter; well inside EC2's request limits.
+_REVOKE_BATCH = 100
+_DESCRIBE_BATCH = 200
 
 
 class AwsProvider:
@@ -112,31 +115,38 @@ class AwsProvider:
             f"on port {spec.port.port} as a duplicate, but no such rule can be found; try again"
         )
 
-    def close_rule(self, target: Target, scope: str, ref: str) -> bool:
+    def close_rules(self, target: Target, scope: str, refs: Sequence[str]) -> dict[str, bool]:
+        location = _aws(target)
+        ec2 = self._ec2(location)
+        results: dict[str, bool] = {}
+        with _translated(f"security group {scope}", location):
+            for start in range(0, len(refs), _REVOKE_BATCH):
+                chunk = list(refs[start:start + _REVOKE_BATCH])
+                try:
+                    results.update(_revoke(ec2, scope, chunk, location))
+                except ClientError as exc:
+                    if _code(exc) not in _ALREADY_GONE:
+                        raise
+                    if _code(exc) == "InvalidGroup.NotFound":
+                        results.update(dict.fromkeys(chunk, False))
+                        continue
+                    # One unknown id fails the whole call: sort the gone from the present.
+                    present = _present(ec2, scope, chunk)
+                    results.update({ref: False for ref in chunk if ref not in present})
+                    if present:
+                        results.update(_revoke(ec2, scope, sorted(present), location))
+        return results
+
+    def present_rules(self, target: Target, scope: str, refs: Sequence[str]) -> set[str]:
         location = _aws(target)
         ec2 = self._ec2(location)
         with _translated(f"security group {scope}", location):
             try:
-                revoked = ec2.revoke_security_group_ingress(
-                    GroupId=scope, SecurityGroupRuleIds=[ref]
-                )
+                return _present(ec2, scope, list(refs))
             except ClientError as exc:
-                if _code(exc) in _ALREADY_GONE:
-                    return False
+                if _code(exc) == "InvalidGroup.NotFound":
+                    return set()
                 raise
-            if revoked.get("Return", True) and not revoked.get("UnknownIpPermissions"):
-                return True
-            if _rule_in_group(ec2, scope, ref):
-                raise ProviderError(
-                    f"security group {scope} ({location.region}) did not remove rule {ref}"
-                )
-            return False
-
-    def rule_exists(self, target: Target, scope: str, ref: str) -> bool:
-        location = _aws(target)
-        ec2 = self._ec2(location)
-        with _translated(f"security group {scope}", location):
-            return _rule_in_group(ec2, scope, ref)
 
     def list_owned_rules(self, target: Target) -> list[OwnedRule]:
         location = _aws(target)
@@ -242,9 +252,27 @@ def _find_same_rule(ec2: Ec2Client, group_id: str, spec: RuleSpec) -> dict[str, 
     return None
 
 
-def _rule_in_group(ec2: Ec2Client, group_id: str, rule_id: str) -> bool:
-    filters = [_filter("group-id", group_id), _filter("security-group-rule-id", rule_id)]
-    return any(rule["SecurityGroupRuleId"] == rule_id for rule in _ingress_rules(ec2, filters))
+def _revoke(ec2: Ec2Client, group_id: str, refs: list[str],
+            location: AwsLocation) -> dict[str, bool]:
+    revoked = ec2.revoke_security_group_ingress(GroupId=group_id, SecurityGroupRuleIds=refs)
+    if revoked.get("Return", True) and not revoked.get("UnknownIpPermissions"):
+        return dict.fromkeys(refs, True)
+    still = _present(ec2, group_id, refs)
+    if still:
+        raise ProviderError(f"security group {group_id} ({location.region}) did not remove "
+                            f"rule(s) {', '.join(sorted(still))}")
+    return dict.fromkeys(refs, False)
+
+
+def _present(ec2: Ec2Client, group_id: str, refs: list[str]) -> set[str]:
+    """Which of these rule ids the group holds; one filtered call per 200 ids."""
+    present: set[str] = set()
+    for start in range(0, len(refs), _DESCRIBE_BATCH):
+        chunk = refs[start:start + _DESCRIBE_BATCH]
+        filters = [_filter("group-id", group_id),
+                   {"Name": "security-group-rule-id", "Values": chunk}]
+        present.update(str(rule["SecurityGroupRuleId"]) for rule in _ingress_rules(ec2, filters))
+    return present & set(refs)
 
 
 def _ingress_rules(ec2: Ec2Client, filters: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

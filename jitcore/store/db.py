@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from jitcore.errors import StoreError
 
 DEFAULT_DATABASE_URL = "sqlite:///./jit.db"
+_READ_ONLY = "jit_read_only"
 
 
 def make_engine(url: str = DEFAULT_DATABASE_URL, **kwargs: Any) -> Engine:
@@ -74,7 +75,9 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers must not queue behind (or block) writers: only writers take the lock early.
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Store:
@@ -83,6 +86,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readers = sessionmaker(engine.execution_options(**{_READ_ONLY: True}),
+                                     expire_on_commit=False)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -100,7 +105,8 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._sessions() as session:
+        """A session for reading; on SQLite it does not take the write lock."""
+        with self._readers() as session:
             yield session
 
     def check_schema(self) -> None:

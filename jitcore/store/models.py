@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -13,12 +13,15 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from jitcore.domain import Status
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -78,6 +81,10 @@ class Grant(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     rule_handle_id: Mapped[int | None] = mapped_column(ForeignKey("rule_handles.id"))
+
+    @property
+    def state(self) -> Status:
+        return Status(self.status)
 
     __table_args__ = (
         Index("ix_grants_status_expires_at", "status", "expires_at"),
@@ -143,3 +150,8 @@ class AuditEvent(Base):
 
     __table_args__ = (Index("ix_audit_events_at", "at"), Index("ix_audit_events_grant_id",
                                                                   "grant_id"))
+
+
+# The tables themselves, for Core statements on hot paths.
+grants_table = cast(Table, Grant.__table__)
+audit_events_table = cast(Table, AuditEvent.__table__)

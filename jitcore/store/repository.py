@@ -6,11 +6,11 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from jitcore.domain import HOLDS_RULE, GrantView, Status, can_transition
-from jitcore.store.models import Grant, PriorityReservation, RuleHandle
+from jitcore.store.models import Grant, PriorityReservation, RuleHandle, grants_table
 
 
 def transition(
@@ -21,26 +21,45 @@ def transition(
     *,
     lease_expired_before: datetime | None = None,
     **values: Any,
-) -> bool:
+) -> Grant | None:
     """Move a grant from one status to another if, and only if, it is still in `from_`.
 
-    Exactly one of two racing callers gets True. With `lease_expired_before`, a grant
-    whose lease (next_attempt_at) is still running is left alone.
+    Returns the updated row, or None when the grant was not in `from_` (exactly one of two
+    racing callers gets the row). With `lease_expired_before`, a grant whose lease
+    (next_attempt_at) is still running is left alone.
     """
+    moved = transition_many(session, [grant_id], from_, to,
+                            lease_expired_before=lease_expired_before, **values)
+    return moved[0] if moved else None
+
+
+def transition_many(
+    session: Session,
+    grant_ids: Collection[int],
+    from_: Status | Collection[Status],
+    to: Status,
+    *,
+    lease_expired_before: datetime | None = None,
+    **values: Any,
+) -> list[Grant]:
+    """`transition` for many grants in one statement; returns the rows that moved."""
     sources = {from_} if isinstance(from_, Status) else set(from_)
     for source in sources:
         if source != to and not can_transition(source, to):
             raise ValueError(f"illegal transition {source} -> {to}")
-    condition = and_(Grant.id == grant_id, Grant.status.in_([s.value for s in sources]))
+    if not grant_ids:
+        return []
+    condition = and_(Grant.id.in_(list(grant_ids)),
+                     Grant.status.in_([s.value for s in sources]))
     if lease_expired_before is not None:
         condition = and_(condition, or_(Grant.next_attempt_at.is_(None),
                                         Grant.next_attempt_at <= lease_expired_before))
-    result = session.execute(
-        update(Grant).where(condition).values(status=to.value, **values)
-        .execution_options(synchronize_session=False)
-    )
-    assert isinstance(result, CursorResult)
-    return result.rowcount == 1
+    # Core, not ORM-enabled DML: half the cost on the hot path. The rows come back as
+    # detached snapshots; nothing writes through them.
+    table = grants_table
+    statement = (update(table).where(condition).values(status=to.value, **values)
+                 .returning(*table.c))
+    return [Grant(**row._mapping) for row in session.execute(statement)]
 
 
 def get(session: Session, grant_id: int, *, for_update: bool = False) -> Grant | None:
@@ -91,14 +110,52 @@ def live_handle(session: Session, scope: str, ref: str) -> RuleHandle | None:
     ).first()
 
 
-def other_holders(session: Session, handle_id: int, grant_id: int) -> Sequence[int]:
-    """Other grants that still rely on the same cloud rule."""
-    return session.scalars(
-        select(Grant.id).where(
-            Grant.rule_handle_id == handle_id, Grant.id != grant_id,
+def with_handles(session: Session, grant_ids: Collection[int]
+                 ) -> list[tuple[Grant, RuleHandle | None]]:
+    """The grants with the rule each holds, fresh from the database."""
+    if not grant_ids:
+        return []
+    rows = session.execute(
+        select(Grant, RuleHandle).outerjoin(RuleHandle, Grant.rule_handle_id == RuleHandle.id)
+        .where(Grant.id.in_(list(grant_ids))).order_by(Grant.id)
+        .execution_options(populate_existing=True)
+    )
+    return [(grant, handle) for grant, handle in rows]
+
+
+def holders(session: Session, handle_ids: Collection[int]) -> dict[int, list[int]]:
+    """Per rule handle, the grants that still rely on it (opening or active)."""
+    if not handle_ids:
+        return {}
+    found: dict[int, list[int]] = {}
+    for handle_id, grant_id in session.execute(
+        select(Grant.rule_handle_id, Grant.id).where(
+            Grant.rule_handle_id.in_(list(handle_ids)),
             Grant.status.in_([Status.OPENING.value, Status.ACTIVE.value]),
-        )
-    ).all()
+        ).order_by(Grant.id)
+    ):
+        if handle_id is not None:
+            found.setdefault(handle_id, []).append(grant_id)
+    return found
+
+
+def mark_removed(session: Session, handle_ids: Collection[int], at: datetime) -> None:
+    if handle_ids:
+        session.execute(update(RuleHandle).where(RuleHandle.id.in_(list(handle_ids)),
+                                                 RuleHandle.removed_at.is_(None))
+                        .values(removed_at=at).execution_options(synchronize_session=False))
+
+
+def take_leases(session: Session, grant_ids: Collection[int], now: datetime,
+                until: datetime) -> list[int]:
+    """Claim these grants' next cloud step for this worker, where no lease is running."""
+    if not grant_ids:
+        return []
+    return list(session.scalars(
+        update(Grant).where(Grant.id.in_(list(grant_ids)), Grant.next_attempt_at <= now)
+        .values(next_attempt_at=until).returning(Grant.id)
+        .execution_options(synchronize_session=False)
+    ))
 
 
 def holders_of(session: Session, scope: str, refs: Collection[str]) -> set[str]:
@@ -127,11 +184,10 @@ def reserved_priorities(session: Session, scope: str) -> set[int]:
     ))
 
 
-def release_priorities(session: Session, grant_id: int) -> None:
-    for row in session.scalars(
-        select(PriorityReservation).where(PriorityReservation.grant_id == grant_id)
-    ):
-        session.delete(row)
+def release_priorities(session: Session, grant_ids: Collection[int]) -> None:
+    if grant_ids:
+        session.execute(delete(PriorityReservation)
+                        .where(PriorityReservation.grant_id.in_(list(grant_ids))))
 
 
 def count_by_status(session: Session) -> dict[str, int]:

@@ -211,13 +211,13 @@ def test_close_removes_the_rule_and_a_second_close_reports_it_gone(aws_group: Aw
     target = aws_target(security_group_id=aws_group.group_id)
     provider = AwsProvider()
     opened = provider.open_rule(spec(target))
-    assert provider.rule_exists(target, opened.scope, opened.ref)
+    assert opened.ref in provider.present_rules(target, opened.scope, [opened.ref])
 
-    assert provider.close_rule(target, opened.scope, opened.ref) is True
+    assert provider.close_rules(target, opened.scope, [opened.ref]) == {opened.ref: True}
 
     assert ingress_rules(aws_group.ec2, aws_group.group_id) == []
-    assert provider.rule_exists(target, opened.scope, opened.ref) is False
-    assert provider.close_rule(target, opened.scope, opened.ref) is False
+    assert opened.ref not in provider.present_rules(target, opened.scope, [opened.ref])
+    assert provider.close_rules(target, opened.scope, [opened.ref]) == {opened.ref: False}
 
 
 def test_close_in_a_deleted_group_reports_the_rule_gone(aws_group: AwsGroup) -> None:
@@ -226,8 +226,8 @@ def test_close_in_a_deleted_group_reports_the_rule_gone(aws_group: AwsGroup) -> 
     opened = provider.open_rule(spec(target))
     aws_group.ec2.delete_security_group(GroupId=aws_group.group_id)
 
-    assert provider.close_rule(target, opened.scope, opened.ref) is False
-    assert provider.rule_exists(target, opened.scope, opened.ref) is False
+    assert provider.close_rules(target, opened.scope, [opened.ref]) == {opened.ref: False}
+    assert opened.ref not in provider.present_rules(target, opened.scope, [opened.ref])
 
 
 def test_close_leaves_other_rules_alone(aws_group: AwsGroup) -> None:
@@ -236,7 +236,7 @@ def test_close_leaves_other_rules_alone(aws_group: AwsGroup) -> None:
     provider = AwsProvider()
     opened = provider.open_rule(spec(target))
 
-    provider.close_rule(target, opened.scope, opened.ref)
+    provider.close_rules(target, opened.scope, [opened.ref])
 
     assert [r["SecurityGroupRuleId"] for r in ingress_rules(aws_group.ec2, aws_group.group_id)] \
         == [standing]
@@ -351,7 +351,7 @@ def test_role_arn_is_assumed_and_the_rule_lands_in_that_account(
     with ThrottlingProxy(aws_env, throttle=0) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)  # to see what STS is asked
         opened = provider.open_rule(spec(target))
-        assert provider.rule_exists(target, opened.scope, opened.ref)
+        assert opened.ref in provider.present_rules(target, opened.scope, [opened.ref])
 
     assert [r["SecurityGroupRuleId"] for r in ingress_rules(other, group_id)] == [opened.ref]
     assert ingress_rules(aws_group.ec2, group_id) == []  # not in the caller's own account
