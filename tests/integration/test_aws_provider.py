@@ -242,6 +242,20 @@ def test_close_leaves_other_rules_alone(aws_group: AwsGroup) -> None:
         == [standing]
 
 
+def test_close_many_sorts_the_gone_from_the_removed(aws_group: AwsGroup) -> None:
+    target = aws_target(security_group_id=aws_group.group_id)
+    provider = AwsProvider()
+    refs = [provider.open_rule(spec(target, source=f"203.0.113.{i}/32", grant_id=i)).ref
+            for i in range(1, 6)]
+    aws_group.ec2.revoke_security_group_ingress(GroupId=aws_group.group_id,
+                                                SecurityGroupRuleIds=[refs[2]])
+    # One unknown id makes EC2 refuse a whole revoke; the provider still removes the rest.
+    result = provider.close_rules(target, aws_group.group_id, refs)
+    assert result == {**dict.fromkeys(refs, True), refs[2]: False}
+    assert ingress_rules(aws_group.ec2, aws_group.group_id) == []
+    assert provider.present_rules(target, aws_group.group_id, refs) == set()
+
+
 # -- list owned ---------------------------------------------------------------------------------
 
 

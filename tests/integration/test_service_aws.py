@@ -287,3 +287,23 @@ def test_reconcile_removes_orphans(service: JitService, store: Store,
     with store.read() as session:
         assert audit.verify(session).ok
         assert "orphan_removed" in session.scalars(select(AuditEvent.action)).all()
+
+
+def test_burst_closes_in_one_batch(service: JitService, store: Store, clock: ManualClock,
+                                   aws_group: Any) -> None:
+    ec2, group_id = aws_group.ec2, aws_group.group_id
+    ids = [approved_grant(service, source=f"203.0.113.{i}") for i in range(10, 14)]
+    views = [service.open(gid) for gid in ids]
+    # One rule disappears behind jit's back before expiry.
+    ec2.revoke_security_group_ingress(GroupId=group_id,
+                                      SecurityGroupRuleIds=[views[1].rule_ref])
+    clock.advance(timedelta(minutes=30))
+    report = service.sweep()
+    assert sorted(report.closed) == ids and report.failed == []
+    assert jit_rules(ec2, group_id) == []
+    with store.read() as session:
+        outcomes = {gid: session.scalars(select(AuditEvent.details).where(
+            AuditEvent.grant_id == gid, AuditEvent.action == "closed")).one() for gid in ids}
+        assert audit.verify(session).ok
+    assert '"outcome":"already gone"' in outcomes[ids[1]]
+    assert all('"outcome":"removed"' in outcomes[g] for g in ids if g != ids[1])
