@@ -1,0 +1,261 @@
+"""`/jit` text -> a typed command. Pure: stdlib and jitcore.domain only, no I/O.
+
+    /jit <service|port> <target> <duration> [from <address>] [reason ...]
+    /jit help | list | targets | revoke <id> | extend <id> <duration> | cancel <id>
+
+A request with parts left out is still a `Request`; `missing` names the parts so the
+bot can open a modal prefilled with the rest. Words that cannot be what their place
+demands give a `ParseError` whose message quotes them and whose example shows the form.
+`from <address>` may stand anywhere before the reason, or end it if it names an IP.
+Sources are kept as typed (cleaned); `jitcore.policy` decides whether they are allowed.
+Messages quote user text, so whoever renders them must escape it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from jitcore.domain import WELL_KNOWN_SERVICES, parse_duration
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ListGrants:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ListTargets:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    grant_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Extend:
+    grant_id: int
+    duration: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    grant_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Ask for access; `missing` names, in order, the parts among the first four that are None."""
+
+    service: str | None
+    target: str | None
+    duration: timedelta | None
+    source: str | None
+    reason: str
+    missing: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ParseError:
+    """What was wrong with the text, and a correct command of the form the user meant."""
+
+    message: str
+    example: str
+
+
+Command = Help | ListGrants | ListTargets | Revoke | Extend | Cancel | Request
+
+_BARE: dict[str, Command] = {"help": Help(), "list": ListGrants(), "targets": ListTargets()}
+REQUEST_EXAMPLE = "/jit ssh prod-db 30m from 203.0.113.7 fix replication"
+EXAMPLES: tuple[tuple[str, str], ...] = (
+    (REQUEST_EXAMPLE, "ask for ssh to prod-db for 30 minutes from your address"),
+    ("/jit list", "your requests and open grants"),
+    ("/jit targets", "the targets and ports you may ask for"),
+    ("/jit revoke 42", "close grant 42 now"),
+    ("/jit extend 42 30m", "keep grant 42 open until 30 minutes from now"),
+    ("/jit cancel 42", "withdraw pending request 42"),
+    ("/jit help", "this message"),
+)
+# No `<`, `>` or `&` here: Slack would read them as markup.
+HELP_TEXT = "\n".join((
+    "*Usage:* `/jit SERVICE TARGET DURATION from ADDRESS reason`",
+    f"SERVICE is {', '.join(WELL_KNOWN_SERVICES)} or a port number; DURATION is like "
+    "90s, 30m, 2h, 1h30m or 1d. Leave parts out and jit asks for them in a form.",
+    *(f"`{example}` {what}" for example, what in EXAMPLES),
+))
+
+_MAX_GRANT_ID = 2**63 - 1  # a signed 64-bit database key
+_MAX_DURATION_CHARS = 32  # parse_duration is quadratic in long digit runs
+_DURATION_WORDS = 4  # `1h 30m` and `30 m` are one duration
+_SLACK_MARKUP = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
+_TYPOGRAPHY = str.maketrans({
+    "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
+    "\u200b": None, "\u200c": None, "\u200d": None, "\u2060": None, "\ufeff": None,
+})
+
+
+def _quote(word: str) -> str:
+    return repr(word if len(word) <= 40 else word[:40] + "…")
+
+
+def _unwrap(match: re.Match[str]) -> str:
+    """Slack's `<url|label>`, `<@U1|name>`, `<#C1|name>`, `<!here>` -> what the user typed."""
+    inner, label = match.group(1), match.group(2)
+    if inner[:1] in ("@", "#"):
+        name = label or inner[1:]
+        return name if name.startswith(inner[0]) else inner[0] + name
+    if inner.startswith("!"):
+        return label or "@" + inner[1:].split("^")[0]
+    return label or inner
+
+
+def _normalise(text: str) -> list[str]:
+    text = _SLACK_MARKUP.sub(_unwrap, text.translate(_TYPOGRAPHY))
+    # Slack escapes these three in command text; undo after the real markup is gone.
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return text.split()  # splits on every Unicode space, non-breaking ones included
+
+
+def _clean_address(word: str) -> str:
+    """`"203.0.113.7."` or `http://203.0.113.7/` -> `203.0.113.7`; not validated."""
+    cleaned = word.strip("\"'`()").rstrip(".,;").strip("\"'`()")
+    if cleaned.lower().startswith("mailto:"):
+        cleaned = cleaned[len("mailto:"):]
+    if "://" in cleaned:
+        with suppress(ValueError):  # an unclosed `[` in an IPv6 URL, say
+            cleaned = urlsplit(cleaned).hostname or cleaned
+    return cleaned
+
+
+def _looks_like_address(word: str) -> bool:
+    try:
+        ipaddress.ip_network(_clean_address(word), strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _reason_lead(word: str) -> str | None:
+    """The `reason:`/`because` a reason may start with (`reason:fix` too), if any."""
+    lowered = word.lower()
+    for lead in ("reason:", "because:"):
+        if lowered.startswith(lead):
+            return lead
+    return lowered if lowered in ("reason", "because") else None
+
+
+def _grant_id(command: str, words: list[str], example: str) -> int | ParseError:
+    if not words:
+        return ParseError(f"`{command}` needs a grant id, the number `/jit list` shows", example)
+    digits = words[0].removeprefix("#")
+    # The length check comes first: int() refuses strings past 4300 digits.
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 19
+            and 0 < int(digits) <= _MAX_GRANT_ID):
+        return ParseError(f"{_quote(words[0])} is not a grant id; give a number such as 42 "
+                          "or #42 from `/jit list`", example)
+    return int(digits)
+
+
+def _duration(words: list[str]) -> tuple[timedelta, int] | str:
+    """The longest run of leading words that reads as one duration, and its length; else why not."""
+    for count in range(min(len(words), _DURATION_WORDS), 0, -1):
+        joined = "".join(words[:count])
+        if len(joined) <= _MAX_DURATION_CHARS:
+            try:
+                return parse_duration(joined), count
+            except ValueError as exc:
+                if count == 1:
+                    return str(exc)
+    return f"{_quote(words[0])} is not a duration; use e.g. 90s, 30m, 2h, 1h30m or 1d"
+
+
+def _by_id(command: str, rest: list[str]) -> Command | ParseError:
+    """`revoke 42`, `cancel #42`, `extend 42 30m`."""
+    example = "/jit extend 42 30m" if command == "extend" else f"/jit {command} 42"
+    grant_id = _grant_id(command, rest, example)
+    if isinstance(grant_id, ParseError):
+        return grant_id
+    used, duration = 1, None
+    if command == "extend":
+        if len(rest) < 2:
+            return ParseError("`extend` needs a duration after the grant id, e.g. 30m", example)
+        found = _duration(rest[1:])
+        if isinstance(found, str):
+            return ParseError(found, example)
+        duration, used = found[0], 1 + found[1]
+    if len(rest) > used:
+        takes = "a grant id and a duration" if duration else "only a grant id"
+        return ParseError(f"`{command}` takes {takes}; remove {_quote(' '.join(rest[used:]))}",
+                          example)
+    if duration is not None:
+        return Extend(grant_id, duration)
+    return Revoke(grant_id) if command == "revoke" else Cancel(grant_id)
+
+
+def _request(words: list[str]) -> Request | ParseError:
+    slots: list[str | None] = [None, None]  # service, target
+    duration: timedelta | None = None
+    source: str | None = None
+    i = 0
+    while i < len(words):
+        word, lowered = words[i], words[i].lower()
+        if lowered == "from":
+            address = _clean_address(words[i + 1]) if i + 1 < len(words) else ""
+            if not address or _reason_lead(address) is not None:
+                return ParseError("`from` needs an address, e.g. `from 203.0.113.7`",
+                                  REQUEST_EXAMPLE)
+            if source is not None:
+                return ParseError(f"give one `from` address, not {_quote(source)} and "
+                                  f"{_quote(address)}", REQUEST_EXAMPLE)
+            source, i = address, i + 2
+        elif _reason_lead(word) is not None or (None not in slots and duration is not None):
+            break  # the reason starts here
+        elif None in slots:
+            slots[slots.index(None)] = lowered
+            i += 1
+        else:
+            if lowered == "for" and i + 1 < len(words) and not isinstance(
+                    _duration(words[i + 1:]), str):
+                i += 1  # `for 2h` reads naturally; the `for` adds nothing
+            found = _duration(words[i:])
+            if isinstance(found, str):
+                return ParseError(found, REQUEST_EXAMPLE)
+            duration, i = found[0], i + found[1]
+    reason = words[i:]
+    lead = _reason_lead(reason[0]) if reason else None
+    if lead is not None:
+        first = reason[0][len(lead):]
+        reason = [first, *reason[1:]] if first else reason[1:]
+    elif (source is None and len(reason) >= 2 and reason[-2].lower() == "from"
+          and _looks_like_address(reason[-1])):
+        source, reason = _clean_address(reason[-1]), reason[:-2]  # `... fix it from 203.0.113.7`
+    values = {"service": slots[0], "target": slots[1], "duration": duration, "source": source}
+    missing = tuple(name for name, value in values.items() if value is None)
+    return Request(slots[0], slots[1], duration, source, " ".join(reason), missing)
+
+
+def parse(text: str) -> Command | ParseError:
+    """The text after `/jit` -> a command, or a ParseError saying what is wrong. Never raises."""
+    words = _normalise(text)
+    if not words:
+        return Help()
+    keyword, rest = words[0].lower(), words[1:]
+    if keyword in _BARE:
+        if rest:
+            return ParseError(f"`{keyword}` takes nothing more; remove "
+                              f"{_quote(' '.join(rest))}", f"/jit {keyword}")
+        return _BARE[keyword]
+    if keyword in ("revoke", "cancel", "extend"):
+        return _by_id(keyword, rest)
+    return _request(words)
