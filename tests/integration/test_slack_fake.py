@@ -20,7 +20,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from tests.fakes.slack_api import SlackApiFake
 
 TOKEN = "xoxb-test"
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "slack"
+SAMPLES = Path(__file__).resolve().parents[1] / "fakes" / "reference" / "slack"
 TS = re.compile(r"^\d{10}\.\d{6}$")
 SECTION = {"type": "section", "text": {"type": "mrkdwn", "text": "*db-1* port 5432"}}
 
@@ -48,7 +48,7 @@ def error_of(call: Callable[[], Any]) -> SlackApiError:
 def load_sample(method: str) -> dict[str, Any]:
     if not SAMPLES.is_dir():
         pytest.fail(f"Slack reference samples missing: expected the folder {SAMPLES} "
-                    "(shared/reference/slack next to the repository)")
+                    "(tests/fakes/reference/slack)")
     path = SAMPLES / f"{method}.json"
     if not path.is_file():
         pytest.fail(f"Slack reference sample missing: {path}")
