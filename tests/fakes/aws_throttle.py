@@ -12,8 +12,9 @@ import http.client
 import re
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
+
+from tests.fakes.local_server import LocalServer
 
 THROTTLED_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -27,7 +28,7 @@ _SERVICE = re.compile(r"/([a-z0-9-]+)/aws4_request")
 _NOT_COPIED = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 
 
-class ThrottlingProxy:
+class ThrottlingProxy(LocalServer):
     """Run as a context manager; `url` is its base URL, `seen` every (service, body) it got."""
 
     def __init__(self, upstream: str, throttle: int) -> None:
@@ -36,26 +37,7 @@ class ThrottlingProxy:
         self.throttled = 0
         self.seen: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> ThrottlingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        super().__init__(self._handler())
 
     @property
     def ec2_requests(self) -> int:

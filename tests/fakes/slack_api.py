@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo
+
+from tests.fakes.local_server import LocalServer
 
 Args = dict[str, Any]
 # Fields Slack accepts as JSON text inside a form-encoded body.
@@ -89,7 +90,7 @@ def _check_blocks(blocks: object, limit: int, error: str) -> None:
                                     f"[json-pointer:/blocks/{index}/type]")
 
 
-class SlackApiFake:
+class SlackApiFake(LocalServer):
     """A threaded Slack Web API on 127.0.0.1; use as a context manager. Thread-safe."""
 
     def __init__(
@@ -129,18 +130,9 @@ class SlackApiFake:
             "usergroups.users.list": self._list_usergroup_users,
             "users.info": self._user_info,
         }
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        super().__init__(self._handler())
 
     # -- lifecycle -------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     @property
     def api_url(self) -> str:
@@ -150,17 +142,6 @@ class SlackApiFake:
     def response_url(self, name: str = "default") -> str:
         """A response_url for interaction payloads; posts to it are recorded."""
         return f"{self.url}/response/{name}"
-
-    def __enter__(self) -> SlackApiFake:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
     # -- configuration -----------------------------------------------------------------
 
