@@ -1,41 +1,171 @@
-"""`jit-bot`: settings -> service -> Bolt app.
+"""`jit-bot`: settings -> service -> Bolt app -> Socket Mode or HTTP.
 
-This version checks its settings and stops: the Slack listeners are not built yet.
-Run `jit run` for the expiry engine on its own meanwhile.
+Runs the expiry engine in the same process. Stops cleanly on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import Any
+from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 REQUIRED = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
+EVENTS_PATH = "/slack/events"
+
+log = logging.getLogger("jit.bot")
+
+
+class SettingsError(Exception):
+    """A missing or malformed setting; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotSettings:
+    bot_token: str
+    signing_secret: str
+    app_token: str | None
+    http_port: int
+    api_url: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BotSettings:
+        missing = missing_settings(env)
+        if missing:
+            raise SettingsError(
+                f"jit-bot cannot start: {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set. Create the Slack app from "
+                "manifest.yml, install it to your workspace, then export SLACK_BOT_TOKEN (the "
+                "xoxb- bot token) and SLACK_SIGNING_SECRET (Basic Information > App "
+                "Credentials); set SLACK_APP_TOKEN (xapp-) too for Socket Mode, or leave it "
+                "unset to serve HTTP on JIT_HTTP_PORT (default 3000).")
+        bot_token = env["SLACK_BOT_TOKEN"].strip()
+        if not bot_token.startswith("xoxb-"):
+            raise SettingsError("jit-bot cannot start: SLACK_BOT_TOKEN must be a bot token "
+                                "(it starts with xoxb-)")
+        app_token = env.get("SLACK_APP_TOKEN", "").strip() or None
+        if app_token is not None and not app_token.startswith("xapp-"):
+            raise SettingsError("jit-bot cannot start: SLACK_APP_TOKEN must be an app-level "
+                                "token (it starts with xapp-); unset it to serve HTTP instead")
+        port_text = env.get("JIT_HTTP_PORT", "3000").strip() or "3000"
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise SettingsError(f"jit-bot cannot start: JIT_HTTP_PORT={port_text!r} is not a "
+                                "port number (1-65535)")
+        api_url = env.get("SLACK_API_URL", "").strip() or None
+        if api_url is not None:
+            parts = urlsplit(api_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise SettingsError(f"jit-bot cannot start: SLACK_API_URL={api_url!r} is not an "
+                                    "http(s) URL, e.g. https://slack.com/api/")
+            if not api_url.endswith("/"):
+                api_url += "/"
+        return cls(bot_token, env["SLACK_SIGNING_SECRET"].strip(), app_token, int(port_text),
+                   api_url)
 
 
 def missing_settings(env: Mapping[str, str]) -> list[str]:
     return [name for name in REQUIRED if not env.get(name, "").strip()]
 
 
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http: " + format, *args)
+
+
 def main() -> None:
-    missing = missing_settings(os.environ)
-    if missing:
-        print(
-            f"jit-bot cannot start: {' and '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not set. Create the Slack app from "
-            "manifest.yml, install it to your workspace, then export SLACK_BOT_TOKEN (the "
-            "xoxb- bot token) and SLACK_SIGNING_SECRET (Basic Information > App Credentials); "
-            "set SLACK_APP_TOKEN (xapp-) too for Socket Mode, or leave it unset to serve "
-            "HTTP on JIT_HTTP_PORT (default 3000).",
-            file=sys.stderr,
-        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    for noisy in ("apscheduler", "botocore", "slack_bolt", "slack_sdk"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        settings = BotSettings.from_env(os.environ)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
         sys.exit(2)
-    print(
-        "jit-bot: the Slack listeners are not part of this build yet; run `jit run` for "
-        "the expiry engine on its own.",
-        file=sys.stderr,
-    )
-    sys.exit(1)
+    from jitcore.errors import JitError
+
+    try:
+        run(settings)
+    except JitError as exc:
+        print(f"jit-bot cannot start: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run(settings: BotSettings) -> None:
+    from slack_sdk import WebClient
+    from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+    from bot.app import build_app
+    from bot.directory import SlackDirectory
+    from bot.notifier import SlackNotifier
+    from jitcore.bootstrap import Paths, build_service
+    from jitcore.errors import PolicyError
+    from jitcore.policy_file import load_policy
+    from jitcore.scheduler import Engine
+    from jitcore.store import Store, upgrade
+
+    paths = Paths.from_env()
+    policy = load_policy(paths.config)
+    if policy.slack is None:
+        raise PolicyError(f"{paths.config}: slack: is required by jit-bot "
+                          "(approvals_channel and audit_channel)")
+    store = Store.from_url(paths.database_url)
+    if store.dialect == "sqlite":
+        upgrade(store.engine)  # one process owns a SQLite file; PostgreSQL: `jit db upgrade`
+    client = WebClient(token=settings.bot_token,
+                       base_url=settings.api_url or WebClient.BASE_URL)
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+    notifier = SlackNotifier(client, policy, store)
+    service = build_service(paths, notifier=notifier, directory=SlackDirectory(client),
+                            policy=policy, store=store)
+    app = build_app(service, client, settings.signing_secret)
+    engine = Engine(service)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    engine.start()
+    try:
+        if settings.app_token:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            handler = SocketModeHandler(app, settings.app_token)
+            handler.connect()  # type: ignore[no-untyped-call]
+            log.info("jit-bot connected over Socket Mode")
+            stop.wait()
+            handler.close()  # type: ignore[no-untyped-call]
+        else:
+            serve_http(app, settings.http_port, stop)
+    finally:
+        engine.shutdown()
+        notifier.close()
+        store.dispose()
+        log.info("jit-bot stopped")
+
+
+def serve_http(app: Any, port: int, stop: threading.Event) -> None:
+    from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+    handler = SlackRequestHandler(app, path=EVENTS_PATH)
+    server = make_server("0.0.0.0", port, handler, server_class=_ThreadingWSGIServer,  # noqa: S104 (Slack must reach it)
+                         handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                              name="jit-http", daemon=True)
+    thread.start()
+    log.info("jit-bot listening on http://0.0.0.0:%d%s", server.server_port, EVENTS_PATH)
+    stop.wait()
+    server.shutdown()
+    server.server_close()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from jitcore.policy import Policy
     from jitcore.ports import Directory, Notifier
     from jitcore.service import EngineSettings, JitService
+    from jitcore.store import Store
 
 DEFAULT_CONFIG = "./jit.yaml"
 
@@ -32,16 +33,17 @@ class Paths:
 
 def build_service(paths: Paths, *, notifier: Notifier | None = None,
                   directory: Directory | None = None, policy: Policy | None = None,
-                  settings: EngineSettings | None = None) -> JitService:
+                  settings: EngineSettings | None = None,
+                  store: Store | None = None) -> JitService:
     """Policy, store (checked to be migrated), providers, notifier and clock -> the service."""
     from jitcore.policy_file import load_policy
     from jitcore.ports import LogNotifier, SystemClock
     from jitcore.providers.registry import build_providers
     from jitcore.service import JitService
-    from jitcore.store import Store
+    from jitcore.store import Store as StoreImpl
 
     policy = policy or load_policy(paths.config)
-    store = Store.from_url(paths.database_url)
+    store = store or StoreImpl.from_url(paths.database_url)
     store.check_schema()
     providers = build_providers(t.cloud for t in policy.targets.values())
     return JitService(store, policy, providers, notifier or LogNotifier(), SystemClock(),

@@ -487,10 +487,27 @@ class JitService:
             handle = session.get(RuleHandle, row.rule_handle_id) if row.rule_handle_id else None
             return repo.to_view(row, handle)
 
-    def grants(self, statuses: Iterable[Status] | None = None,
-               limit: int = 200) -> list[GrantView]:
+    def grants(self, statuses: Iterable[Status] | None = None, limit: int = 200,
+               requester: str | None = None) -> list[GrantView]:
         with self.store.read() as session:
-            return repo.list_views(session, list(statuses) if statuses else None, limit)
+            return repo.list_views(session, list(statuses) if statuses else None, limit,
+                                   requester)
+
+    def awaiting(self, approver: str, limit: int = 50) -> list[GrantView]:
+        """Pending requests this person may decide."""
+        groups = self._groups_of(approver)
+        return [g for g in self.grants([Status.PENDING], limit=500)
+                if (target := self.policy.targets.get(g.target)) is not None
+                and check_approver(target, g.requester, approver, groups)][:limit]
+
+    def requestable(self, requester: str) -> list[Target]:
+        """The targets this person may ask for."""
+        groups = self._groups_of(requester)
+        return [t for t in self.policy.targets.values() if names(requester, t.requesters, groups)]
+
+    def last_source(self, requester: str) -> str | None:
+        with self.store.read() as session:
+            return repo.last_source(session, requester)
 
     # ---- helpers ------------------------------------------------------------------------
 

@@ -130,6 +130,21 @@ class PriorityReservation(Base):
     )
 
 
+class Notice(Base):
+    """Where a notifier said something about a grant (a Slack channel and message ts, say),
+    so that later events can follow up on it: reply in its thread, update it in place."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("grant_id", "kind", name="uq_notices_grant_id_kind"),)
+
+
 class AuditEvent(Base):
     """One link of the hash chain: hash = sha256(prev_hash || canonical JSON of the event)."""
 

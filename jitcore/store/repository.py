@@ -10,7 +10,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from jitcore.domain import HOLDS_RULE, GrantView, Status, can_transition
-from jitcore.store.models import Grant, PriorityReservation, RuleHandle, grants_table
+from jitcore.store.models import Grant, Notice, PriorityReservation, RuleHandle, grants_table
 
 
 def transition(
@@ -96,10 +96,12 @@ def due_to_lapse(session: Session, now: datetime, limit: int) -> Sequence[int]:
 
 
 def list_grants(session: Session, statuses: Collection[Status] | None = None,
-                limit: int = 200) -> Sequence[Grant]:
+                limit: int = 200, requester: str | None = None) -> Sequence[Grant]:
     query = select(Grant).order_by(Grant.id.desc()).limit(limit)
     if statuses:
         query = query.where(Grant.status.in_([s.value for s in statuses]))
+    if requester is not None:
+        query = query.where(Grant.requester == requester)
     return session.scalars(query).all()
 
 
@@ -209,10 +211,29 @@ def to_view(row: Grant, handle: RuleHandle | None = None) -> GrantView:
 
 
 def list_views(session: Session, statuses: Collection[Status] | None = None,
-               limit: int = 200) -> list[GrantView]:
+               limit: int = 200, requester: str | None = None) -> list[GrantView]:
     """Newest first, each with the rule it holds."""
-    rows = list_grants(session, statuses, limit)
+    rows = list_grants(session, statuses, limit, requester)
     handle_ids = {r.rule_handle_id for r in rows if r.rule_handle_id is not None}
     handles = {h.id: h for h in session.scalars(
         select(RuleHandle).where(RuleHandle.id.in_(handle_ids)))} if handle_ids else {}
     return [to_view(r, handles.get(r.rule_handle_id or -1)) for r in rows]
+
+
+def notice(session: Session, grant_id: int, kind: str) -> Notice | None:
+    return session.scalars(select(Notice).where(Notice.grant_id == grant_id,
+                                                Notice.kind == kind)).first()
+
+
+def save_notice(session: Session, grant_id: int, kind: str, channel: str, ref: str) -> None:
+    existing = notice(session, grant_id, kind)
+    if existing is None:
+        session.add(Notice(grant_id=grant_id, kind=kind, channel=channel, ref=ref))
+    else:
+        existing.channel, existing.ref = channel, ref
+
+
+def last_source(session: Session, requester: str) -> str | None:
+    """The source this person declared most recently, to prefill their next request."""
+    return session.scalars(select(Grant.source).where(Grant.requester == requester)
+                           .order_by(Grant.id.desc()).limit(1)).first()

@@ -17,7 +17,7 @@ from jitcore.domain import GrantEvent
 from jitcore.store import Store, make_engine, upgrade
 
 POSTGRES_ENV = "JIT_TEST_POSTGRES_URL"
-TABLES = ("priority_reservations", "grants", "rule_handles", "audit_events")
+TABLES = ("notices", "priority_reservations", "grants", "rule_handles", "audit_events")
 
 
 def postgres_url() -> str:

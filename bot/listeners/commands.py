@@ -1,0 +1,89 @@
+"""`/jit`: parse, call jitcore, answer. A request is written to the database before ack()."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+
+from bot import blocks, grammar
+from jitcore.domain import HOLDS_RULE, Status, format_duration
+from jitcore.errors import JitError, NotAllowed
+from jitcore.service import JitService
+
+log = logging.getLogger(__name__)
+
+
+def register(app: App, service: JitService) -> None:
+    @app.command("/jit")
+    def jit_command(ack: Ack, command: dict[str, Any], client: WebClient,
+                    respond: Respond) -> None:
+        user = command["user_id"]
+        parsed = grammar.parse(command.get("text") or "")
+        match parsed:
+            case grammar.ParseError(message, example):
+                ack(**blocks.error_message(message, example))
+            case grammar.Help():
+                ack(**blocks.help_message())
+            case grammar.ListTargets():
+                ack(**blocks.targets_message(service.requestable(user)))
+            case grammar.ListGrants():
+                mine = service.grants([*HOLDS_RULE, Status.PENDING, Status.APPROVED],
+                                      limit=20, requester=user)
+                ack(**blocks.grants_message(mine))
+            case grammar.Request() if parsed.missing:
+                ack()
+                client.views_open(trigger_id=command["trigger_id"],
+                                  view=request_modal(service, user, parsed))
+            case grammar.Request():
+                submit_request(service, user, parsed, ack)
+            case grammar.Revoke(grant_id):
+                ack()
+                act(respond, lambda: service.revoke(grant_id, user, "revoked in Slack"),
+                    f"#{grant_id} revoked")
+            case grammar.Cancel(grant_id):
+                ack()
+                act(respond, lambda: service.cancel(grant_id, user), f"#{grant_id} cancelled")
+            case grammar.Extend(grant_id, duration):
+                ack()
+                act(respond, lambda: service.extend(grant_id, user, duration),
+                    f"#{grant_id} extended by {format_duration(duration)}")
+
+
+def submit_request(service: JitService, user: str, request: grammar.Request, ack: Ack) -> None:
+    assert request.service and request.target and request.duration and request.source
+    try:
+        result = service.request(user, request.target, request.service, request.duration,
+                                 request.source, request.reason)
+    except NotAllowed as exc:
+        ack(**blocks.error_message(str(exc), grammar.REQUEST_EXAMPLE))
+        return
+    ack(**blocks.request_ack(result.grant, result.auto_approved))
+    if result.auto_approved:
+        service.open(result.grant.id)  # after ack: the cloud call may take a while
+
+
+def request_modal(service: JitService, user: str, request: grammar.Request) -> dict[str, Any]:
+    targets = service.requestable(user)
+    prefill = {"service": request.service or "", "target": request.target or "",
+               "duration": format_duration(request.duration) if request.duration else "",
+               "source": request.source or service.last_source(user) or "",
+               "reason": request.reason}
+    services = sorted({p for t in targets for p in t.ports})
+    if prefill["source"].endswith(("/32", "/128")):  # shown as the address it was typed as
+        prefill["source"] = prefill["source"].rsplit("/", 1)[0]
+    return blocks.request_modal({k: v for k, v in prefill.items() if v},
+                                [t.name for t in targets], services)
+
+
+def act(respond: Respond, action: Any, done: str) -> None:
+    """Run a jitcore action after ack(); tell the user what happened, ephemerally."""
+    try:
+        view = action()
+    except JitError as exc:
+        respond(**blocks.error_message(str(exc)), response_type="ephemeral")
+        return
+    text = done if view.error is None else f"{done}, but: {view.error}"
+    respond(text=blocks.escape(text), response_type="ephemeral")
