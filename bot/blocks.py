@@ -226,7 +226,7 @@ def audit_line(event: GrantEvent) -> str:
     if kind in (EventKind.REQUESTED, EventKind.APPROVED, EventKind.AUTO_APPROVED):
         facts.append(f"for {format_duration(grant.duration)}")
         text = grant.reason if kind is EventKind.REQUESTED else ""
-    elif kind in (EventKind.OPENED, EventKind.EXTENDED):
+    elif kind in (EventKind.OPENED, EventKind.EXTENDED, EventKind.EXPIRING):
         facts.append(until)
         text = ""
     elif kind in (EventKind.CLOSING, EventKind.CLOSED):

@@ -12,10 +12,13 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from jitcore.domain import parse_duration
 
 REQUIRED = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
 EVENTS_PATH = "/slack/events"
@@ -34,6 +37,7 @@ class BotSettings:
     app_token: str | None
     http_port: int
     api_url: str | None
+    expiry_warning: timedelta | None = timedelta(minutes=5)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BotSettings:
@@ -55,7 +59,7 @@ class BotSettings:
             raise SettingsError("jit-bot cannot start: SLACK_APP_TOKEN must be an app-level "
                                 "token (it starts with xapp-); unset it to serve HTTP instead")
         port_text = env.get("JIT_HTTP_PORT", "3000").strip() or "3000"
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
             raise SettingsError(f"jit-bot cannot start: JIT_HTTP_PORT={port_text!r} is not a "
                                 "port number (1-65535)")
         api_url = env.get("SLACK_API_URL", "").strip() or None
@@ -66,8 +70,13 @@ class BotSettings:
                                     "http(s) URL, e.g. https://slack.com/api/")
             if not api_url.endswith("/"):
                 api_url += "/"
+        warning_text = env.get("JIT_EXPIRY_WARNING", "5m").strip() or "5m"
+        try:
+            warning = None if warning_text == "0" else parse_duration(warning_text)
+        except ValueError as exc:
+            raise SettingsError(f"jit-bot cannot start: JIT_EXPIRY_WARNING: {exc}") from None
         return cls(bot_token, env["SLACK_SIGNING_SECRET"].strip(), app_token, int(port_text),
-                   api_url)
+                   api_url, warning)
 
 
 def missing_settings(env: Mapping[str, str]) -> list[str]:
@@ -113,6 +122,7 @@ def run(settings: BotSettings) -> None:
     from jitcore.errors import PolicyError
     from jitcore.policy_file import load_policy
     from jitcore.scheduler import Engine
+    from jitcore.service import EngineSettings
     from jitcore.store import Store, upgrade
 
     paths = Paths.from_env()
@@ -128,7 +138,8 @@ def run(settings: BotSettings) -> None:
     client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
     notifier = SlackNotifier(client, policy, store)
     service = build_service(paths, notifier=notifier, directory=SlackDirectory(client),
-                            policy=policy, store=store)
+                            policy=policy, store=store,
+                            settings=EngineSettings(warn_before=settings.expiry_warning))
     app = build_app(service, client, settings.signing_secret)
     engine = Engine(service)
     stop = threading.Event()

@@ -102,6 +102,9 @@ class SlackNotifier:
         if outcome is not None:
             self._update_card(grant, outcome(event))
         dm = blocks.dm_for(event)
+        if event.kind is EventKind.EXPIRING and grant.expires_at is not None:
+            left = (grant.expires_at - event.at).total_seconds()
+            dm = blocks.expiry_warning(grant, max(1, round(left / 60)))
         if dm is not None:
             self._client.chat_postMessage(channel=grant.requester, unfurl_links=False,
                                           unfurl_media=False, **dm)

@@ -198,6 +198,7 @@ class EventKind(enum.StrEnum):
     OPENED = "opened"
     OPEN_FAILED = "open_failed"
     EXTENDED = "extended"
+    EXPIRING = "expiring"
     CLOSING = "closing"
     CLOSED = "closed"
     CLOSE_RETRY = "close_retry"

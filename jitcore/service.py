@@ -59,6 +59,7 @@ class EngineSettings:
     batch: int = 500  # grants claimed per transaction by the sweep
     rules_per_call: int = 100  # rules removed per cloud call
     workers: int = 8  # firewalls worked on at once
+    warn_before: timedelta | None = timedelta(minutes=5)  # expiry warning; None: no warning
 
 
 @dataclass(slots=True)
@@ -77,6 +78,16 @@ class SweepReport:
 class RequestResult:
     grant: GrantView
     auto_approved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """The outcome of asking for more time: the grant as it stands, and, when an approver
+    must decide, the new request (for the same port and source: once approved it shares
+    the open rule and keeps it open past the grant's own end)."""
+
+    grant: GrantView
+    request: RequestResult | None = None
 
 
 @dataclass(slots=True)
@@ -175,21 +186,33 @@ class JitService:
                             EventKind.CANCELLED,
                             dict(decided_by=actor, decided_at=self.clock.now()), "cancel")
 
-    def extend(self, grant_id: int, actor: str, duration: timedelta) -> GrantView:
-        """Move an active grant's end to now + duration (never earlier than it was)."""
+    def extend(self, grant_id: int, actor: str, duration: timedelta) -> Extension:
+        """More time for an active grant, until now + duration.
+
+        An approver, or the requester within their auto-approval, extends at once. The
+        requester otherwise gets a new request for the same port and source, which goes
+        through approval like any other.
+        """
         grant = self.get(grant_id)
         target = self._target(grant.target)
         port = target.ports.get(grant.service)
         if port is None:
             raise NotAllowed(Decision(False, Reason.UNKNOWN_PORT,
                                       f"{target.name} no longer offers {grant.service}"))
+        if grant.status is not Status.ACTIVE:
+            raise InvalidTransition(grant_id, grant.status, "extend")
         groups = self._groups_of(actor)
-        may = (check_approver(target, grant.requester, actor, groups).allowed
-               or (actor == grant.requester
-                   and check_auto_approve(target, port, actor, duration, groups).allowed))
-        if not may:
-            raise NotAllowed(Decision(False, Reason.NOT_AUTO_APPROVED,
-                                      "extending this grant needs an approver"))
+        approver = check_approver(target, grant.requester, actor, groups).allowed
+        auto = actor == grant.requester and check_auto_approve(
+            target, port, actor, duration, groups).allowed
+        if not approver and not auto:
+            if actor != grant.requester:
+                raise NotAllowed(Decision(False, Reason.NOT_AN_APPROVER,
+                                          "only the requester or an approver can extend "
+                                          "a grant"))
+            asked = self.request(actor, grant.target, grant.service, duration, grant.source,
+                                 f"extension of #{grant_id}: {grant.reason}".strip(": "))
+            return Extension(grant, asked)
         limit = target.port_max_duration(port)
         if duration > limit:
             raise NotAllowed(Decision(False, Reason.DURATION_TOO_LONG,
@@ -197,14 +220,15 @@ class JitService:
                                       f"{format_duration(limit)} allowed for {port.name} "
                                       f"on {target.name}"))
         new_end = self.clock.now() + duration
-        if grant.status is Status.ACTIVE and grant.expires_at and new_end <= grant.expires_at:
+        if grant.expires_at and new_end <= grant.expires_at:
             raise NotAllowed(Decision(False, Reason.DURATION_INVALID,
                                       f"#{grant_id} is already open until "
                                       f"{grant.expires_at:%H:%M} UTC"))
         old_end = grant.expires_at.isoformat() if grant.expires_at else None
-        return self._change(grant_id, Status.ACTIVE, Status.ACTIVE, actor, EventKind.EXTENDED,
-                            dict(expires_at=new_end), "extend", old_expires_at=old_end,
-                            new_expires_at=new_end.isoformat())
+        return Extension(self._change(
+            grant_id, Status.ACTIVE, Status.ACTIVE, actor, EventKind.EXTENDED,
+            dict(expires_at=new_end, warned_at=None), "extend", old_expires_at=old_end,
+            new_expires_at=new_end.isoformat()))
 
     def revoke(self, grant_id: int, actor: str, reason: str = "", *,
                admin: bool = False) -> GrantView:
@@ -408,6 +432,7 @@ class JitService:
         """One pass of the engine: lapse, expire, retry closes, finish stalled opens."""
         report = SweepReport()
         report.lapsed = self.lapse_pending()
+        self.warn_expiring()
         self._expire_due(report)
         self._retry_stalled(report)
         return report
@@ -440,6 +465,22 @@ class JitService:
             except InvalidTransition:
                 continue  # another worker took it
             (report.opened if view.status is Status.ACTIVE else report.failed).append(gid)
+
+    def warn_expiring(self) -> list[int]:
+        """Tell holders whose grant ends within `warn_before` (once per end time)."""
+        if self.settings.warn_before is None:
+            return []
+        now = self.clock.now()
+        with self._work() as work:
+            due = repo.due_for_warning(work.session, now + self.settings.warn_before,
+                                       self.settings.batch)
+            rows = repo.transition_many(work.session, due, Status.ACTIVE, Status.ACTIVE,
+                                        warned_at=now)
+            for row in rows:
+                left = (row.expires_at - now) if row.expires_at else timedelta(0)
+                self._record(work, row, ENGINE_ACTOR, EventKind.EXPIRING,
+                             left=format_duration(max(left, timedelta(seconds=1))))
+        return [row.id for row in rows]
 
     def lapse_pending(self) -> list[int]:
         now = self.clock.now()

@@ -12,6 +12,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot import blocks
+from bot.listeners.commands import extension_text
 from bot.listeners.home import publish_home
 from jitcore.errors import JitError
 from jitcore.service import JitService
@@ -70,11 +71,9 @@ def register(app: App, service: JitService) -> None:
         ack()
         grant_id, user = _clicked(body)
         try:
-            grant = service.get(grant_id)
-            view = service.extend(grant_id, user, grant.duration)
+            extension = service.extend(grant_id, user, service.get(grant_id).duration)
         except JitError as exc:
             _refused(respond, exc)
             return
-        until = f"{view.expires_at:%H:%M}" if view.expires_at else "?"
         respond(replace_original=False, response_type="ephemeral",
-                text=f"#{grant_id} extended: open until {until} UTC")
+                text=blocks.escape(extension_text(extension)))

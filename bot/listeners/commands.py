@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 from bot import blocks, grammar
 from jitcore.domain import HOLDS_RULE, Status, format_duration
 from jitcore.errors import JitError, NotAllowed
-from jitcore.service import JitService
+from jitcore.service import Extension, JitService
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,13 @@ def register(app: App, service: JitService) -> None:
                 act(respond, lambda: service.cancel(grant_id, user), f"#{grant_id} cancelled")
             case grammar.Extend(grant_id, duration):
                 ack()
-                act(respond, lambda: service.extend(grant_id, user, duration),
-                    f"#{grant_id} extended by {format_duration(duration)}")
+                try:
+                    extension = service.extend(grant_id, user, duration)
+                except JitError as exc:
+                    respond(**blocks.error_message(str(exc)), response_type="ephemeral")
+                    return
+                respond(text=blocks.escape(extension_text(extension)),
+                        response_type="ephemeral")
 
 
 def submit_request(service: JitService, user: str, request: grammar.Request, ack: Ack) -> None:
@@ -87,3 +92,13 @@ def act(respond: Respond, action: Any, done: str) -> None:
         return
     text = done if view.error is None else f"{done}, but: {view.error}"
     respond(text=blocks.escape(text), response_type="ephemeral")
+
+
+def extension_text(extension: Extension) -> str:
+    """What the requester is told after asking for more time."""
+    grant, asked = extension.grant, extension.request
+    if asked is None:
+        until = f"{grant.expires_at:%H:%M}" if grant.expires_at else "?"
+        return f"#{grant.id} extended: open until {until} UTC"
+    return (f"#{grant.id}: extension request #{asked.grant.id} "
+            f"({format_duration(asked.grant.duration)}) sent to the approvers")

@@ -73,6 +73,7 @@ class Grant(Base):
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the expiry warning
     close_reason: Mapped[str | None] = mapped_column(String(16))
     closed_by: Mapped[str | None] = mapped_column(String(64))
     # When the sweep may (re)try the pending cloud step: a lease while a worker holds it,

@@ -77,6 +77,16 @@ def due_for_expiry(session: Session, now: datetime, limit: int) -> Sequence[int]
     ).all()
 
 
+def due_for_warning(session: Session, before: datetime, limit: int) -> Sequence[int]:
+    """Active grants that end before `before` and whose holder has not been warned yet."""
+    return session.scalars(
+        select(Grant.id)
+        .where(Grant.status == Status.ACTIVE.value, Grant.expires_at <= before,
+               Grant.warned_at.is_(None))
+        .order_by(Grant.expires_at).limit(limit)
+    ).all()
+
+
 def due_for_retry(session: Session, statuses: Collection[Status], now: datetime,
                   limit: int) -> Sequence[int]:
     """Grants whose pending cloud step may run again: lease over or backoff elapsed."""

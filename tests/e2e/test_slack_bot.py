@@ -152,16 +152,21 @@ def test_request_approve_open_expire(bot: Bot, aws_group: Any) -> None:
     wait_until(lambda: not jit_rules(aws_group.ec2, aws_group.group_id), 40,
                "the rule to close at expiry")
     parent = slack.messages(AUDIT)[0]
-    wait_until(lambda: len(slack.thread(AUDIT, parent["ts"])) >= 6, 10, "the audit thread")
+    wait_until(lambda: len(slack.thread(AUDIT, parent["ts"])) >= 7, 10, "the audit thread")
     lines = [m["text"] for m in slack.thread(AUDIT, parent["ts"])]
     kinds = [line.split()[2] for line in lines]
-    assert kinds[:6] == ["requested", "approved", "opening", "opened", "closing", "closed"]
+    assert kinds == ["requested", "approved", "opening", "opened", "expiring", "closing",
+                     "closed"]
     assert all(line.startswith("jit #1 ") for line in lines)
+    assert "@channel repl" in lines[0]  # the reason, as plain text
 
     dms = [m["text"] + json.dumps(m["blocks"]) for m in slack.messages(ALICE)]
-    assert len(dms) >= 3
-    assert "approved" in dms[0].lower() and "open" in dms[1].lower()
-    assert "established" in dms[-1].lower()
+    assert len(dms) == 4
+    assert "approved" in dms[0].lower() and "is open" in dms[1].lower()
+    assert '"action_id": "jit_extend"' in dms[2]  # the warning before expiry
+    assert "established" in dms[3].lower()
+    everything = json.dumps([c.args for c in slack.calls])
+    assert "<!channel>" not in everything
 
     card = slack.messages(APPROVALS)[0]
     assert card["edits"], "the approval card was not updated in place"

@@ -98,12 +98,11 @@ def test_full_lifecycle(service: JitService, store: Store, db_url: str, clock: M
     assert closed.status is Status.CLOSED and closed.close_reason == "expired"
     assert ingress(ec2, group_id) == before  # read back: the group is as it was
 
-    assert audit_actions(store, gid) == [
-        "requested", "approved", "opening", "opened", "closing", "closed"]
-    assert notifier.kinds(gid) == [
-        "requested", "approved", "opening", "opened", "closing", "closed"]
+    expected = ["requested", "approved", "opening", "opened", "expiring", "closing", "closed"]
+    assert audit_actions(store, gid) == expected
+    assert notifier.kinds(gid) == expected
     verify = CliRunner().invoke(cli, ["--database-url", db_url, "audit", "verify"])
-    assert verify.exit_code == 0 and "ok: 6 events" in verify.output
+    assert verify.exit_code == 0 and "ok: 7 events" in verify.output
 
 
 def test_racing_approvals_one_wins(service: JitService, store: Store,
@@ -250,15 +249,53 @@ def test_extend_moves_expiry(service: JitService, clock: ManualClock,
     gid = approved_grant(service, duration=timedelta(minutes=10))
     service.open(gid)
     clock.advance(timedelta(minutes=8))
-    with pytest.raises(NotAllowed, match="needs an approver"):
-        service.extend(gid, REQUESTER, timedelta(minutes=30))
     with pytest.raises(NotAllowed, match="longer than the 1h"):
         service.extend(gid, APPROVER, timedelta(hours=2))
-    view = service.extend(gid, APPROVER, timedelta(minutes=30))
-    assert view.expires_at == clock.now() + timedelta(minutes=30)
+    with pytest.raises(NotAllowed, match="only the requester or an approver"):
+        service.extend(gid, "U0MALLORY", timedelta(minutes=30))
+    extension = service.extend(gid, APPROVER, timedelta(minutes=30))
+    assert extension.request is None
+    assert extension.grant.expires_at == clock.now() + timedelta(minutes=30)
     clock.advance(timedelta(minutes=5))
     assert service.sweep().closed == []
     assert len(jit_rules(aws_group.ec2, aws_group.group_id)) == 1
+
+
+def test_requester_extension_goes_through_approval(service: JitService, clock: ManualClock,
+                                                    aws_group: Any) -> None:
+    gid = approved_grant(service, duration=timedelta(minutes=10))
+    service.open(gid)
+    clock.advance(timedelta(minutes=8))
+    asked = service.extend(gid, REQUESTER, timedelta(minutes=20)).request
+    assert asked is not None and asked.grant.status is Status.PENDING
+    assert asked.grant.reason == "extension of #1: fix replication"
+    service.approve(asked.grant.id, APPROVER)
+    assert service.open(asked.grant.id).status is Status.ACTIVE
+    rules = jit_rules(aws_group.ec2, aws_group.group_id)
+    assert len(rules) == 1  # the extension shares the open rule
+    clock.advance(timedelta(minutes=2))
+    assert service.sweep().closed == [gid]  # the original ends on time...
+    assert len(jit_rules(aws_group.ec2, aws_group.group_id)) == 1  # ...the rule stays
+    clock.advance(timedelta(minutes=20))
+    assert service.sweep().closed == [asked.grant.id]
+    assert jit_rules(aws_group.ec2, aws_group.group_id) == []
+
+
+def test_expiry_warning_once_per_end(service: JitService, clock: ManualClock,
+                                     notifier: RecordingNotifier) -> None:
+    gid = approved_grant(service, duration=timedelta(minutes=30))
+    service.open(gid)
+    clock.advance(timedelta(minutes=24))
+    service.sweep()
+    assert "expiring" not in notifier.kinds(gid)
+    clock.advance(timedelta(minutes=1, seconds=30))
+    service.sweep()
+    service.sweep()
+    assert notifier.kinds(gid).count("expiring") == 1
+    service.extend(gid, APPROVER, timedelta(minutes=30))  # a new end: a new warning later
+    clock.advance(timedelta(minutes=26))
+    service.sweep()
+    assert notifier.kinds(gid).count("expiring") == 2
 
 
 def test_reconcile_removes_orphans(service: JitService, store: Store,

@@ -1,4 +1,4 @@
-"""notices
+"""notices; expiry warnings
 
 Revision ID: 0002
 Revises: 0001
@@ -31,7 +31,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("grant_id", "kind", name="uq_notices_grant_id_kind"),
     )
+    with op.batch_alter_table("grants", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("warned_at", sa.DateTime(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("grants", schema=None) as batch_op:
+        batch_op.drop_column("warned_at")
     op.drop_table("notices")
