@@ -15,12 +15,14 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.fakes.hanging import HangingServer
 from tests.fakes.slack_api import SlackApiFake
 
 SECRET = "e2e-signing-secret"
@@ -90,8 +92,9 @@ class Bot:
         return signed_post(self.url, body)
 
 
-@pytest.fixture
-def bot(aws_group: Any, tmp_path: Path) -> Iterator[Bot]:
+@contextmanager
+def running_bot(aws_group: Any, tmp_path: Path, env: dict[str, str] | None = None,
+                **target: Any) -> Iterator[Bot]:
     config = tmp_path / "jit.yaml"
     config.write_text(yaml.safe_dump({
         "slack": {"approvals_channel": APPROVALS, "audit_channel": AUDIT},
@@ -99,15 +102,17 @@ def bot(aws_group: Any, tmp_path: Path) -> Iterator[Bot]:
         "targets": {"prod-db": {
             "aws": {"region": "us-east-1", "security_group_id": aws_group.group_id},
             "ports": {"ssh": {"port": 22, "max_duration": "30m"}},
+            **target,
         }},
     }))
     port = free_port()
     with SlackApiFake(bot_token=BOT_TOKEN) as slack:
-        env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET,
-               "SLACK_API_URL": slack.api_url, "JIT_HTTP_PORT": str(port),
-               "JIT_CONFIG": str(config), "JIT_DATABASE_URL": f"sqlite:///{tmp_path}/jit.db"}
-        env.pop("SLACK_APP_TOKEN", None)
-        proc = subprocess.Popen([sys.executable, "-m", "bot.main"], env=env, text=True,
+        bot_env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET,
+                   "SLACK_API_URL": slack.api_url, "JIT_HTTP_PORT": str(port),
+                   "JIT_CONFIG": str(config),
+                   "JIT_DATABASE_URL": f"sqlite:///{tmp_path}/jit.db", **(env or {})}
+        bot_env.pop("SLACK_APP_TOKEN", None)
+        proc = subprocess.Popen([sys.executable, "-m", "bot.main"], env=bot_env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             def listening() -> bool:
@@ -118,9 +123,17 @@ def bot(aws_group: Any, tmp_path: Path) -> Iterator[Bot]:
             yield Bot(f"http://127.0.0.1:{port}/slack/events", slack, proc)
         finally:
             proc.send_signal(signal.SIGTERM)
-            output, _ = proc.communicate(timeout=20)
+            output, _ = proc.communicate(timeout=40)
         assert proc.returncode == 0, output
         assert "Traceback" not in output, output
+        for secret in (BOT_TOKEN, SECRET):
+            assert secret not in output
+
+
+@pytest.fixture
+def bot(aws_group: Any, tmp_path: Path) -> Iterator[Bot]:
+    with running_bot(aws_group, tmp_path) as bot:
+        yield bot
 
 
 def jit_rules(ec2: Any, group_id: str) -> list[dict[str, Any]]:
@@ -180,6 +193,10 @@ def test_refusals_change_nothing(bot: Bot, aws_group: Any) -> None:
     assert status == 200 and "longer than" in body
     status, body = bot.command(ALICE, "ssh nope 20m from 203.0.113.7")
     assert status == 200 and "unknown target" in body
+    status, body = bot.command(ALICE, "rdp prod-db 20m from 203.0.113.7")
+    assert status == 200 and "has no port" in body
+    status, body = bot.command(ALICE, "ssh prod-db 20m from 10.1.2.3")
+    assert status == 200 and "private address" in body
     status, _ = bot.command(ALICE, "ssh prod-db 20m from 203.0.113.7", secret="wrong")
     assert status == 401
     status, _ = bot.command(ALICE, "ssh prod-db 20m from 203.0.113.7", age=6 * 60)
@@ -192,6 +209,11 @@ def test_refusals_change_nothing(bot: Bot, aws_group: Any) -> None:
     refusal = bot.slack.wait_for(lambda c: c.method == "response_url"
                                  and "click-U0ALICE" in c.args["url"], timeout=10)[0]
     assert "own request" in json.dumps(refusal.args)
+    bot.click("U0MALLORY", "jit_approve", 1)  # not an approver in the policy
+    stranger = bot.slack.wait_for(lambda c: c.method == "response_url"
+                                  and "click-U0MALLORY" in c.args["url"], timeout=10)[0]
+    assert "not an approver" in json.dumps(stranger.args)
+    assert jit_rules(aws_group.ec2, aws_group.group_id) == []
     bot.click(BOB, "jit_approve", 1)
     wait_until(lambda: jit_rules(aws_group.ec2, aws_group.group_id), 10, "the rule to open")
     bot.click(BOB, "jit_approve", 1)  # a double click after the decision
@@ -199,3 +221,24 @@ def test_refusals_change_nothing(bot: Bot, aws_group: Any) -> None:
                               and "click-U0BOB" in c.args["url"], timeout=10)[0]
     assert "already" in json.dumps(late.args)
     assert len(jit_rules(aws_group.ec2, aws_group.group_id)) == 1
+
+
+def test_acks_do_not_wait_for_the_cloud(aws_group: Any, tmp_path: Path) -> None:
+    """EC2 hangs; the slash command and the Approve click are still acknowledged at once."""
+    with HangingServer() as ec2, running_bot(
+            aws_group, tmp_path, env={"AWS_ENDPOINT_URL_EC2": ec2.url},
+            auto_approve={"users": [ALICE], "max_duration": "10m"}) as bot:
+        started = time.monotonic()
+        status, body = bot.command(ALICE, "ssh prod-db 5m from 203.0.113.7 auto")
+        auto_ack = time.monotonic() - started
+        assert status == 200 and "#1" in body
+        wait_until(lambda: ec2.requests >= 1, 10, "the open to reach EC2")
+
+        bot.command(ALICE, "ssh prod-db 20m from 203.0.113.8 needs approval")
+        started = time.monotonic()
+        status, _ = bot.click(BOB, "jit_approve", 2)
+        click_ack = time.monotonic() - started
+        assert status == 200
+        wait_until(lambda: ec2.requests >= 2, 10, "the second open to reach EC2")
+        assert auto_ack < 1.5 and click_ack < 1.5, (auto_ack, click_ack)
+        ec2.release()
