@@ -145,6 +145,7 @@ def jit_rules(ec2: Any, group_id: str) -> list[dict[str, Any]]:
 
 def test_request_approve_open_expire(bot: Bot, aws_group: Any) -> None:
     slack = bot.slack
+    slack.rate_limit_next(1, retry_after=1, method="chat.postMessage")  # Slack says 429 once
     status, body = bot.command(ALICE, "ssh prod-db 20s from 203.0.113.7 fix <!channel> repl")
     assert status == 200 and "#1" in body
 
@@ -242,3 +243,34 @@ def test_acks_do_not_wait_for_the_cloud(aws_group: Any, tmp_path: Path) -> None:
         wait_until(lambda: ec2.requests >= 2, 10, "the second open to reach EC2")
         assert auto_ack < 1.5 and click_ack < 1.5, (auto_ack, click_ack)
         ec2.release()
+
+
+def signed_event(bot: Bot, event: dict[str, Any]) -> tuple[int, str]:
+    body = json.dumps({"token": "unused", "team_id": "T0JITTEST", "api_app_id": "A0JITAPP",
+                       "type": "event_callback", "event_id": "Ev0001", "event_time": 1,
+                       "event": event}).encode()
+    return signed_post(bot.url, body, content_type="application/json")
+
+
+def test_modal_home_and_groups(aws_group: Any, tmp_path: Path) -> None:
+    with running_bot(aws_group, tmp_path, approvers=["@sre-leads"]) as bot:
+        bot.slack.set_usergroup("S0SRE", "sre-leads", [BOB])
+        status, _ = bot.command(ALICE, "ssh prod-db 20m from 203.0.113.9 first")
+        assert status == 200
+        # Missing parts open a modal, prefilled with the address declared last time.
+        status, _ = bot.command(ALICE, "ssh prod-db")
+        assert status == 200
+        opened = bot.slack.wait_for("views.open", timeout=10)[0]
+        view = json.dumps(opened.args["view"])
+        assert '"initial_value": "203.0.113.9"' in view and "jit_request_modal" in view
+
+        # Bob approves through the @sre-leads usergroup; App Home shows him what waits.
+        status, _ = signed_event(bot, {"type": "app_home_opened", "user": BOB, "tab": "home"})
+        assert status == 200
+        home = wait_until(lambda: bot.slack.home(BOB), 10, "Bob's App Home")
+        assert '"action_id": "jit_approve"' in json.dumps(home)
+        bot.click(BOB, "jit_approve", 1)
+        wait_until(lambda: jit_rules(aws_group.ec2, aws_group.group_id), 10, "the rule to open")
+        status, _ = signed_event(bot, {"type": "app_home_opened", "user": ALICE, "tab": "home"})
+        mine = wait_until(lambda: bot.slack.home(ALICE), 10, "Alice's App Home")
+        assert '"action_id": "jit_revoke"' in json.dumps(mine)
