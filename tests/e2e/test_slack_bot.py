@@ -146,7 +146,8 @@ def jit_rules(ec2: Any, group_id: str) -> list[dict[str, Any]]:
 def test_request_approve_open_expire(bot: Bot, aws_group: Any) -> None:
     slack = bot.slack
     slack.rate_limit_next(1, retry_after=1, method="chat.postMessage")  # Slack says 429 once
-    status, body = bot.command(ALICE, "ssh prod-db 20s from 203.0.113.7 fix <!channel> repl")
+    status, body = bot.command(
+        ALICE, "ssh prod-db 20s from 203.0.113.7 fix <!channel> <@U123> <https://evil|click> r")
     assert status == 200 and "#1" in body
 
     card_call = slack.wait_for(lambda c: c.method == "chat.postMessage"
@@ -172,15 +173,17 @@ def test_request_approve_open_expire(bot: Bot, aws_group: Any) -> None:
     assert kinds == ["requested", "approved", "opening", "opened", "expiring", "closing",
                      "closed"]
     assert all(line.startswith("jit #1 ") for line in lines)
-    assert "@channel repl" in lines[0]  # the reason, as plain text
+    assert "fix @channel @U123 click r" in lines[0]  # the reason, as plain text
 
+    wait_until(lambda: len(slack.messages(ALICE)) >= 4, 10, "the closing DM")
     dms = [m["text"] + json.dumps(m["blocks"]) for m in slack.messages(ALICE)]
     assert len(dms) == 4
     assert "approved" in dms[0].lower() and "is open" in dms[1].lower()
     assert '"action_id": "jit_extend"' in dms[2]  # the warning before expiry
     assert "established" in dms[3].lower()
     everything = json.dumps([c.args for c in slack.calls])
-    assert "<!channel>" not in everything
+    for live in ("<!channel>", "<@U123>", "<https://evil"):
+        assert live not in everything
 
     card = slack.messages(APPROVALS)[0]
     assert card["edits"], "the approval card was not updated in place"
