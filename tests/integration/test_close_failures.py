@@ -77,6 +77,6 @@ def test_close_failed_then_recovers(store: Store, clock: ManualClock,
                                        .where(AuditEvent.grant_id == gid)
                                        .order_by(AuditEvent.seq)))
         assert audit.verify(session).ok
-    assert actions == ["requested", "approved", "opening", "opened", "closing",
+    assert actions == ["requested", "approved", "opening", "opened", "expiring", "closing",
                        "close_retry", "close_retry", "close_retry", "close_retry",
                        "close_failed", "close_retry", "closed"]
