@@ -6,6 +6,7 @@ Each acks first; the decision and any cloud work happen after. A click that come
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -46,25 +47,25 @@ def register(app: App, service: JitService) -> None:
         grant_id, _ = _clicked(body)
         client.views_open(trigger_id=body["trigger_id"], view=blocks.deny_modal(grant_id))
 
-    @app.action("jit_revoke")
-    def revoke(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        ack()
+    def from_home(body: dict[str, Any], client: WebClient, respond: Respond,
+                  action: Callable[[int, str], object]) -> None:
         grant_id, user = _clicked(body)
         try:
-            service.revoke(grant_id, user, "revoked from App Home")
+            action(grant_id, user)
         except JitError as exc:
             _refused(respond, exc)
         publish_home(client, service, user)
 
+    @app.action("jit_revoke")
+    def revoke(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+        ack()
+        from_home(body, client, respond,
+                  lambda gid, user: service.revoke(gid, user, "revoked from App Home"))
+
     @app.action("jit_cancel")
     def cancel(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
-        grant_id, user = _clicked(body)
-        try:
-            service.cancel(grant_id, user)
-        except JitError as exc:
-            _refused(respond, exc)
-        publish_home(client, service, user)
+        from_home(body, client, respond, service.cancel)
 
     @app.action("jit_extend")
     def extend(ack: Ack, body: dict[str, Any], respond: Respond) -> None:

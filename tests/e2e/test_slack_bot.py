@@ -277,3 +277,9 @@ def test_modal_home_and_groups(aws_group: Any, tmp_path: Path) -> None:
         status, _ = signed_event(bot, {"type": "app_home_opened", "user": ALICE, "tab": "home"})
         mine = wait_until(lambda: bot.slack.home(ALICE), 10, "Alice's App Home")
         assert '"action_id": "jit_revoke"' in json.dumps(mine)
+        bot.click(ALICE, "jit_revoke", 1)  # from her App Home
+        wait_until(lambda: not jit_rules(aws_group.ec2, aws_group.group_id), 10,
+                   "the rule to close on revoke")
+        refreshed = wait_until(lambda: "jit_revoke" not in json.dumps(bot.slack.home(ALICE)),
+                               10, "App Home to refresh")
+        assert refreshed
