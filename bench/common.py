@@ -97,14 +97,18 @@ class Report:
             met: bool | None = None) -> None:
         self.figures.append(Figure(name, value, unit, target, met))
 
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON summary `emit(as_json=True)` prints, as a dict."""
+        return {
+            "bench": self.bench,
+            "figures": {f.name: {"value": round(f.value, 6), "unit": f.unit,
+                                 "target": f.target, "met": f.met} for f in self.figures},
+            "context": self.context,
+        }
+
     def emit(self, as_json: bool) -> None:
         if as_json:
-            print(json.dumps({
-                "bench": self.bench,
-                "figures": {f.name: {"value": round(f.value, 6), "unit": f.unit,
-                                     "target": f.target, "met": f.met} for f in self.figures},
-                "context": self.context,
-            }, indent=2, sort_keys=True, default=str))
+            print(json.dumps(self.as_dict(), indent=2, sort_keys=True, default=str))
             return
         print(f"== {self.bench}")
         for key, value in self.context.items():

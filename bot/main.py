@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Mapping
@@ -85,6 +86,7 @@ def missing_settings(env: Mapping[str, str]) -> list[str]:
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    request_queue_size = socket.SOMAXCONN  # the default 5 drops connections in a burst
 
 
 class _QuietHandler(WSGIRequestHandler):

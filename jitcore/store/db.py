@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import resources
 from typing import Any
 
@@ -88,6 +89,11 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._readers = sessionmaker(engine.execution_options(**{_READ_ONLY: True}),
                                      expire_on_commit=False)
+        # SQLite has one writer at a time and its busy handler lets newcomers overtake
+        # sleepers (waits of seconds under load); our own threads queue here in order
+        # instead. Other processes still meet the busy timeout.
+        self._writer: AbstractContextManager[Any] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext())
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -100,7 +106,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: committed on success, rolled back on any exception."""
-        with self._sessions.begin() as session:
+        with self._writer, self._sessions.begin() as session:
             yield session
 
     @contextmanager
