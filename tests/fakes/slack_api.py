@@ -9,7 +9,7 @@ jit's real `slack_sdk.WebClient` (and slack_bolt's `App`) talk to it over HTTP:
 
 Every call is recorded (`calls`, `calls_to`, `wait_for`), messages are kept per channel
 (`messages`, `thread`), and answers are shaped after Slack's own (see
-shared/reference/slack/). Errors are `{"ok": false, "error": ...}` with HTTP 200, rate
+tests/fakes/reference/slack/). Errors are `{"ok": false, "error": ...}` with HTTP 200, rate
 limits HTTP 429 with `Retry-After`, exactly as Slack sends them. `response_url(name)`
 gives a URL that records what bolt's `respond()` posts to it, as method "response_url".
 """
