@@ -65,6 +65,10 @@ def submit_request(service: JitService, user: str, request: grammar.Request, ack
     except NotAllowed as exc:
         ack(**blocks.error_message(str(exc), grammar.REQUEST_EXAMPLE))
         return
+    except JitError as exc:  # the database is unreachable, say: tell the user, not Slack's timeout
+        log.error("request by %s failed: %s", user, exc)
+        ack(**blocks.error_message(f"jit could not record the request: {exc}"))
+        return
     ack(**blocks.request_ack(result.grant, result.auto_approved))
     if result.auto_approved:
         service.open(result.grant.id)  # after ack: the cloud call may take a while
