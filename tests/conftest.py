@@ -1,4 +1,4 @@
-"""Shared fixtures: a real moto server that boto3 talks to over HTTP."""
+"""Shared fixtures: a real moto server that boto3 talks to over HTTP, and the databases."""
 
 from __future__ import annotations
 
@@ -11,6 +11,17 @@ from typing import Any
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+
+# Database, clock and notifier fixtures, registered once for every suite (a session
+# fixture imported by two conftest files would be two fixtures fighting over one database).
+from tests.support.fixtures import (  # noqa: F401
+    clock,
+    db_url,
+    notifier,
+    postgres_database,
+    sqlite_template,
+    store,
+)
 
 AWS_REGION = "us-east-1"
 
@@ -64,3 +75,4 @@ def aws_group(aws_env: str) -> AwsGroup:
         GroupName="app-servers", Description="app servers", VpcId=vpc_id
     )["GroupId"]
     return AwsGroup(vpc_id=vpc_id, group_id=group_id, ec2=ec2)
+

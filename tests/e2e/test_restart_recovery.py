@@ -18,15 +18,9 @@ from jitcore.ports import LogNotifier
 from jitcore.providers.aws import AwsProvider
 from jitcore.service import JitService
 from jitcore.store import Store
+from tests.support.aws import jit_rule_ids
 from tests.support.fixtures import ManualClock
 from tests.support.policies import APPROVER, REQUESTER, aws_policy, aws_policy_data
-
-
-def _rule_ids(ec2: Any, group_id: str) -> set[str]:
-    rules = ec2.describe_security_group_rules(
-        Filters=[{"Name": "group-id", "Values": [group_id]},
-                 {"Name": "tag-key", "Values": ["jit:grant"]}])["SecurityGroupRules"]
-    return {r["SecurityGroupRuleId"] for r in rules}
 
 
 def test_overdue_grant_closed_on_start(db_url: str, aws_group: Any, aws_env: Any,
@@ -51,7 +45,7 @@ def test_overdue_grant_closed_on_start(db_url: str, aws_group: Any, aws_env: Any
     overdue = grant("203.0.113.7", 10)  # came due 30 minutes ago
     current = grant("203.0.113.8", 60)  # still has 20 minutes to run
     overdue_rule, current_rule = service.get(overdue).rule_ref, service.get(current).rule_ref
-    assert _rule_ids(ec2, group_id) == {overdue_rule, current_rule}
+    assert jit_rule_ids(ec2, group_id) == {overdue_rule, current_rule}
 
     env = {**os.environ, "JIT_CONFIG": str(config), "JIT_DATABASE_URL": db_url}
     started = time.monotonic()
@@ -60,7 +54,7 @@ def test_overdue_grant_closed_on_start(db_url: str, aws_group: Any, aws_env: Any
     try:
         closed_after = None
         while time.monotonic() - started < 10:
-            if (overdue_rule not in _rule_ids(ec2, group_id)
+            if (overdue_rule not in jit_rule_ids(ec2, group_id)
                     and service.get(overdue).status is Status.CLOSED):
                 closed_after = time.monotonic() - started
                 break
@@ -68,7 +62,7 @@ def test_overdue_grant_closed_on_start(db_url: str, aws_group: Any, aws_env: Any
             time.sleep(0.05)
         assert closed_after is not None, "the overdue rule was not closed within 10 s"
         assert closed_after < 2.0, f"closed {closed_after:.2f}s after start"
-        assert _rule_ids(ec2, group_id) == {current_rule}
+        assert jit_rule_ids(ec2, group_id) == {current_rule}
         assert service.get(current).status is Status.ACTIVE
     finally:
         proc.send_signal(signal.SIGTERM)

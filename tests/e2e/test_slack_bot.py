@@ -24,6 +24,7 @@ import yaml
 
 from tests.fakes.hanging import HangingServer
 from tests.fakes.slack_api import SlackApiFake
+from tests.support.aws import jit_rules
 
 SECRET = "e2e-signing-secret"
 BOT_TOKEN = "xoxb-test"
@@ -134,13 +135,6 @@ def running_bot(aws_group: Any, tmp_path: Path, env: dict[str, str] | None = Non
 def bot(aws_group: Any, tmp_path: Path) -> Iterator[Bot]:
     with running_bot(aws_group, tmp_path) as bot:
         yield bot
-
-
-def jit_rules(ec2: Any, group_id: str) -> list[dict[str, Any]]:
-    rules = ec2.describe_security_group_rules(Filters=[
-        {"Name": "group-id", "Values": [group_id]},
-        {"Name": "tag-key", "Values": ["jit:grant"]}])["SecurityGroupRules"]
-    return [r for r in rules if not r["IsEgress"]]
 
 
 def test_request_approve_open_expire(bot: Bot, aws_group: Any) -> None:

@@ -25,6 +25,7 @@ from jitcore.service import JitService
 from jitcore.store import Store, make_engine
 from jitcore.store.db import SCHEMA_REVISION, head_revision
 from jitcore.store.models import AuditEvent
+from tests.support.aws import jit_rule_ids, plant_marked_rule
 from tests.support.fixtures import ManualClock, RecordingNotifier, postgres_url
 from tests.support.policies import APPROVER, AUTO_USER, REQUESTER, aws_policy_data
 
@@ -315,17 +316,6 @@ def test_malformed_database_url_is_a_clean_error(url: str) -> None:
 # ---- grants, revoke and reconcile against moto ---------------------------------------------
 
 
-def ingress(ec2: Any, group_id: str) -> list[dict[str, Any]]:
-    rules = ec2.describe_security_group_rules(
-        Filters=[{"Name": "group-id", "Values": [group_id]}])["SecurityGroupRules"]
-    return [r for r in rules if not r["IsEgress"]]
-
-
-def jit_rule_ids(ec2: Any, group_id: str) -> set[str]:
-    return {r["SecurityGroupRuleId"] for r in ingress(ec2, group_id)
-            if any(t["Key"] == "jit:grant" for t in r.get("Tags", []))}
-
-
 class Installation:
     """A policy file, a database and a service writing to both, as `jit-bot` would."""
 
@@ -533,12 +523,7 @@ def test_reconcile_removes_orphans(install: Installation) -> None:
     ec2, group_id = install.ec2, install.group_id
     live = install.active_grant()
     live_rule = install.service.get(live).rule_ref
-    ec2.authorize_security_group_ingress(
-        GroupId=group_id,
-        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 3389, "ToPort": 3389,
-                        "IpRanges": [{"CidrIp": "198.51.100.9/32"}]}],
-        TagSpecifications=[{"ResourceType": "security-group-rule",
-                            "Tags": [{"Key": "jit:grant", "Value": "999"}]}])
+    plant_marked_rule(ec2, group_id)
     orphan = (jit_rule_ids(ec2, group_id) - {live_rule}).pop()
     line = (f"{orphan} in {group_id} (prod-db, port 3389 from 198.51.100.9/32, "
             "marked #999)")

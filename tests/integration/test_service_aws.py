@@ -20,6 +20,7 @@ from jitcore.providers.aws import AwsProvider
 from jitcore.service import EngineSettings, JitService
 from jitcore.store import Store
 from jitcore.store.models import AuditEvent
+from tests.support.aws import ingress, jit_rules, plant_marked_rule
 from tests.support.fixtures import ManualClock, RecordingNotifier
 from tests.support.policies import (
     APPROVER,
@@ -30,17 +31,6 @@ from tests.support.policies import (
 )
 
 SOURCE = "203.0.113.7"
-
-
-def ingress(ec2: Any, group_id: str) -> list[dict[str, Any]]:
-    rules = ec2.describe_security_group_rules(
-        Filters=[{"Name": "group-id", "Values": [group_id]}])["SecurityGroupRules"]
-    return [r for r in rules if not r["IsEgress"]]
-
-
-def jit_rules(ec2: Any, group_id: str) -> list[dict[str, Any]]:
-    return [r for r in ingress(ec2, group_id)
-            if any(t["Key"] == "jit:grant" for t in r.get("Tags", []))]
 
 
 @pytest.fixture
@@ -304,12 +294,7 @@ def test_reconcile_removes_orphans(service: JitService, store: Store,
     live = approved_grant(service)
     service.open(live)
     # A rule jit marked but whose grant never recorded it (a crash between the two).
-    ec2.authorize_security_group_ingress(
-        GroupId=group_id,
-        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 3389, "ToPort": 3389,
-                        "IpRanges": [{"CidrIp": "198.51.100.9/32"}]}],
-        TagSpecifications=[{"ResourceType": "security-group-rule",
-                            "Tags": [{"Key": "jit:grant", "Value": "999"}]}])
+    plant_marked_rule(ec2, group_id)
     assert len(jit_rules(ec2, group_id)) == 2
 
     dry = service.reconcile(dry_run=True)
