@@ -36,11 +36,11 @@ is CPU-bound, fewer CPU-milliseconds per request is the only way to a lower p50.
 --profile DIR and --what-if run jit-bot through `instrumented_bot()` below instead of
 `python -m bot.main` (chosen by environment variables that only this harness sets; nothing in
 bot/ or jitcore/ changes). --profile writes DIR/bot-profile-<database>.txt when jit-bot stops:
-the time each step between arrival and ack took (bolt hand-off, listener pool wait,
-JitService.request, write-lock waits, the ack poll) and a stack sample of every thread every
+the time each step between arrival and ack took (the bolt handler, the listener,
+JitService.request, write-lock waits, the audit head) and a stack sample of every thread every
 10 ms; --cprofile adds per-thread cProfile on CPU time (DIR/bot-profile-<database>.pstats;
-it slows jit-bot about 4-fold, so read it for proportions only). --what-if patches candidate
-fixes into that process (listed in --help) to measure them before anyone edits bot/ or jitcore/.
+it slows jit-bot about 4-fold, so read it for proportions only). --what-if patches a
+diagnostic into that process (listed in --help): another GIL switch interval, or no notifier.
 Takes about 25 s on SQLite and 40 s on PostgreSQL (a 2-vCPU machine); --cprofile much longer.
 """
 
@@ -115,13 +115,7 @@ PROFILE_ENV = "JIT_BENCH_PROFILE"  # these three: read by instrumented_bot() onl
 CPROFILE_ENV = "JIT_BENCH_CPROFILE"
 WHAT_IF_ENV = "JIT_BENCH_WHAT_IF"
 WHAT_IFS = {
-    "backlog": "listen backlog 128 instead of socketserver's 5 (bot/main.py)",
-    "workers=N": "bolt listener executor with N workers instead of 5 (bot/app.py)",
-    "inline": "App(process_before_response=True): the listener runs in the request thread, "
-              "no executor hand-off, no 10 ms ack poll (bot/app.py + commands.py)",
-    "sqlite-lock": "SQLite writers queue on one in-process lock before BEGIN IMMEDIATE "
-                   "(jitcore/store/db.py Store.transaction)",
-    "switch=S": "sys.setswitchinterval(S) instead of 0.005 (bot/main.py)",
+    "switch=S": "sys.setswitchinterval(S) instead of 0.005",
     "no-notifier": "diagnostic, not a fix: the Slack notifier drops every event, to show what "
                    "its CPU costs the acks (no approval cards are posted)",
 }
@@ -628,7 +622,6 @@ def _instrument(timings: _Timings) -> None:
 
     import slack_bolt.adapter.wsgi as wsgi
     import slack_bolt.context.ack.ack as ack
-    import slack_bolt.listener.custom_listener as custom
     import slack_bolt.listener.thread_runner as runner
     from sqlalchemy.engine import Connection
 
@@ -654,7 +647,6 @@ def _instrument(timings: _Timings) -> None:
     audit.ChainWriter._next = timed_next  # type: ignore[method-assign]
 
     run_listener = runner.ThreadListenerRunner.run
-    run_ack_function = custom.CustomListener.run_ack_function
     call_ack = ack.Ack.__call__
     begin = Connection.begin
     transaction = db.Store.transaction
@@ -667,18 +659,8 @@ def _instrument(timings: _Timings) -> None:
         try:
             return run_listener(self, request, *args, **kwargs)
         finally:
-            done = time.perf_counter()
-            acked = getattr(request.context.ack, "bench_acked", None)
-            timings.add("2 bolt runner: start -> response handed back", done - t0)
-            if acked is not None:
-                timings.add("6 bolt runner: ack() -> noticed (10 ms sleep poll)", done - acked)
-
-    def timed_ack_function(self: Any, *, request: Any, response: Any) -> Any:
-        t0 = request.context.get("bench_t0")
-        if t0 is not None:
-            timings.add("3 bolt: waiting for a free listener worker (5)",
+            timings.add("2 bolt runner: start -> response handed back",
                         time.perf_counter() - t0)
-        return run_ack_function(self, request=request, response=response)
 
     def timed_ack(self: Any, *args: Any, **kwargs: Any) -> Any:
         now = time.perf_counter()
@@ -707,7 +689,6 @@ def _instrument(timings: _Timings) -> None:
         timings.add(f"8 write txn, {role}: held (whole - BEGIN wait)", whole - local.begin_wait)
 
     runner.ThreadListenerRunner.run = timed_run  # type: ignore[method-assign]
-    custom.CustomListener.run_ack_function = timed_ack_function  # type: ignore[method-assign]
     ack.Ack.__call__ = timed_ack  # type: ignore[method-assign]
     Connection.begin = timed_begin  # type: ignore[method-assign]
     db.Store.transaction = timed_transaction  # type: ignore[method-assign]
@@ -763,61 +744,16 @@ class _ThreadProfiles:
                         if line.strip() and not line.startswith(("   Ordered", "   List")))
 
 
-def _serialise_sqlite_writers() -> None:
-    """What the `sqlite-lock` fix would do in Store.transaction: on SQLite, writers wait on one
-    in-process lock (woken in turn) instead of in SQLite's busy handler, which sleeps and
-    retries with growing sleeps (up to 100 ms) and lets newcomers overtake."""
-    from collections.abc import Generator
-    from contextlib import contextmanager
-
-    import jitcore.store.db as db
-
-    transaction = db.Store.transaction
-    writer = threading.Lock()
-
-    @contextmanager
-    def serialised(self: Any) -> Generator[Any]:
-        if self.dialect != "sqlite":
-            with transaction(self) as session:
-                yield session
-            return
-        with writer, transaction(self) as session:
-            yield session
-
-    db.Store.transaction = serialised  # type: ignore[method-assign]
-
-
 def _apply_what_if(fixes: list[str]) -> None:
-    """Candidate fixes, patched into this (the benchmark's jit-bot) process only."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import bot.app
-    import bot.main
-
-    app_options: dict[str, Any] = {}
+    """Candidate changes, patched into this (the benchmark's jit-bot) process only."""
     for fix in fixes:
         name, _, value = fix.partition("=")
-        if name == "backlog":
-            bot.main._ThreadingWSGIServer.request_queue_size = 128
-        elif name == "workers":
-            app_options["listener_executor"] = ThreadPoolExecutor(max_workers=int(value))
-        elif name == "inline":
-            app_options["process_before_response"] = True
-        elif name == "sqlite-lock":
-            _serialise_sqlite_writers()
-        elif name == "switch":
+        if name == "switch":
             sys.setswitchinterval(float(value))
         elif name == "no-notifier":
             import bot.notifier
 
             bot.notifier.SlackNotifier.publish = lambda self, event: None  # type: ignore[method-assign]
-    if app_options:  # build_app() calls App(...) through bot.app's module global
-        from slack_bolt import App
-
-        def build(*args: Any, **kwargs: Any) -> Any:
-            return App(*args, **{**kwargs, **app_options})
-
-        bot.app.App = build  # type: ignore[attr-defined,assignment]
 
 
 def instrumented_bot() -> None:

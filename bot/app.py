@@ -1,16 +1,93 @@
-"""build_app(service, settings) -> slack_bolt.App, with every listener registered."""
+"""build_app(service, client, signing_secret) -> slack_bolt.App, with every listener registered.
+
+Slack waits 3 s for an ack. Bolt runs each listener in the thread that received the request
+(`process_before_response=True`): no hand-off to a listener pool and no polling for the ack,
+so the HTTP response leaves as soon as the listener returns. Listeners therefore do only
+what the ack depends on (parse, policy, the database) and hand everything else (cloud calls,
+Web API calls) to `AfterAck`, which runs it on its own threads.
+
+The process is one interpreter, so whatever runs beside a listener takes CPU from the acks.
+`Foreground` counts the requests being answered, and the Slack notifier waits for a quiet
+moment (at most a fraction of a second per message) before it talks to Slack: an ack has a
+3 s deadline, an audit-channel post does not.
+"""
 
 from __future__ import annotations
 
-from slack_bolt import App
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from slack_bolt import App, BoltRequest, BoltResponse
 from slack_sdk import WebClient
 
 from bot.listeners import register_all
 from jitcore.service import JitService
 
+log = logging.getLogger(__name__)
 
-def build_app(service: JitService, client: WebClient, signing_secret: str) -> App:
-    """Listeners ack before any cloud or Web API call; the work runs after the ack."""
-    app = App(client=client, signing_secret=signing_secret, process_before_response=False)
-    register_all(app, service)
+
+class AfterAck:
+    """Work a listener starts after its ack: `later(fn)` returns at once; fn runs on a pool."""
+
+    def __init__(self, workers: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jit-after-ack")
+
+    def __call__(self, work: Callable[[], object]) -> None:
+        self._pool.submit(self._run, work)
+
+    @staticmethod
+    def _run(work: Callable[[], object]) -> None:
+        try:
+            work()
+        except Exception:  # nobody waits on the future: log, or it is lost
+            log.exception("work after an ack failed")
+
+    def close(self) -> None:
+        """Finish what has started; drop what has not (the sweep opens approved grants)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Foreground:
+    """The Slack requests being answered right now; background work yields to them."""
+
+    def __init__(self) -> None:
+        self._busy = 0
+        self._quiet = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._quiet:
+            self._busy += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._quiet:
+            self._busy -= 1
+            if self._busy == 0:
+                self._quiet.notify_all()
+
+    def wait_quiet(self, timeout: float) -> bool:
+        """Wait until no request is being answered, or `timeout` s; True if it is quiet."""
+        with self._quiet:
+            return self._quiet.wait_for(lambda: self._busy == 0, timeout)
+
+
+class _App(App):
+    """Bolt's App, counting each request it answers (HTTP and Socket Mode both dispatch)."""
+
+    def __init__(self, foreground: Foreground, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._foreground = foreground
+
+    def dispatch(self, req: BoltRequest) -> BoltResponse:
+        with self._foreground:
+            return super().dispatch(req)
+
+
+def build_app(service: JitService, client: WebClient, signing_secret: str,
+              later: AfterAck | None = None, foreground: Foreground | None = None) -> App:
+    app = _App(foreground or Foreground(), client=client, signing_secret=signing_secret,
+               process_before_response=True)
+    register_all(app, service, later or AfterAck())
     return app

@@ -14,15 +14,14 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import urlsplit
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from jitcore.domain import parse_duration
 
 REQUIRED = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
 EVENTS_PATH = "/slack/events"
+HTTP_THREADS = 8  # requests answered at once; more wait in waitress's queue
 
 log = logging.getLogger("jit.bot")
 
@@ -84,20 +83,10 @@ def missing_settings(env: Mapping[str, str]) -> list[str]:
     return [name for name in REQUIRED if not env.get(name, "").strip()]
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    request_queue_size = socket.SOMAXCONN  # the default 5 drops connections in a burst
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
-
-
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
-    for noisy in ("apscheduler", "botocore", "slack_bolt", "slack_sdk"):
+    for noisy in ("apscheduler", "botocore", "slack_bolt", "slack_sdk", "waitress.queue"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = BotSettings.from_env(os.environ)
@@ -117,7 +106,7 @@ def run(settings: BotSettings) -> None:
     from slack_sdk import WebClient
     from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-    from bot.app import build_app
+    from bot.app import AfterAck, Foreground, build_app
     from bot.directory import SlackDirectory
     from bot.notifier import SlackNotifier
     from jitcore.bootstrap import Paths, build_service
@@ -138,11 +127,13 @@ def run(settings: BotSettings) -> None:
     client = WebClient(token=settings.bot_token,
                        base_url=settings.api_url or WebClient.BASE_URL)
     client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
-    notifier = SlackNotifier(client, policy, store)
+    foreground = Foreground()
+    notifier = SlackNotifier(client, policy, store, foreground)
     service = build_service(paths, notifier=notifier, directory=SlackDirectory(client),
                             policy=policy, store=store,
                             settings=EngineSettings(warn_before=settings.expiry_warning))
-    app = build_app(service, client, settings.signing_secret)
+    later = AfterAck()
+    app = build_app(service, client, settings.signing_secret, later, foreground)
     engine = Engine(service)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -160,6 +151,7 @@ def run(settings: BotSettings) -> None:
         else:
             serve_http(app, settings.http_port, stop)
     finally:
+        later.close()
         engine.shutdown()
         notifier.close()
         store.dispose()
@@ -167,18 +159,19 @@ def run(settings: BotSettings) -> None:
 
 
 def serve_http(app: Any, port: int, stop: threading.Event) -> None:
+    """Serve Slack's requests with waitress until `stop` is set."""
     from slack_bolt.adapter.wsgi import SlackRequestHandler
+    from waitress.server import create_server
 
     handler = SlackRequestHandler(app, path=EVENTS_PATH)
-    server = make_server("0.0.0.0", port, handler, server_class=_ThreadingWSGIServer,  # noqa: S104 (Slack must reach it)
-                         handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="jit-http", daemon=True)
+    server = create_server(handler, host="0.0.0.0", port=port, threads=HTTP_THREADS,  # noqa: S104 (Slack must reach it)
+                           backlog=socket.SOMAXCONN, ident="jit-bot")
+    thread = threading.Thread(target=server.run, name="jit-http", daemon=True)
     thread.start()
-    log.info("jit-bot listening on http://0.0.0.0:%d%s", server.server_port, EVENTS_PATH)
+    log.info("jit-bot listening on http://0.0.0.0:%d%s", port, EVENTS_PATH)
     stop.wait()
-    server.shutdown()
-    server.server_close()
+    server.close()  # finishes the requests being answered (up to 5 s), then closes the sockets
+    thread.join(timeout=10)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ requester hears back by DM; failures are also raised in the audit channel itself
 
 Slack calls run on one worker thread, in the order events happened, so that neither the
 expiry engine nor a listener waits on Slack, and a reply never comes before its parent.
+Given a `Foreground`, the worker lets the acks go first: before each event it waits for a
+moment when no Slack request is being answered, but never longer than `yield_at_most`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks
+from bot.app import Foreground
 from jitcore.domain import EventKind, GrantEvent, GrantView
 from jitcore.policy import Policy
 from jitcore.store import Store
@@ -49,13 +52,16 @@ def _hhmm(grant: GrantView) -> str:
 
 
 class SlackNotifier:
-    def __init__(self, client: WebClient, policy: Policy, store: Store) -> None:
+    def __init__(self, client: WebClient, policy: Policy, store: Store,
+                 foreground: Foreground | None = None, yield_at_most: float = 0.2) -> None:
         if policy.slack is None:
             raise ValueError("the policy has no slack section (approvals_channel, audit_channel)")
         self._client = client
         self._policy = policy
         self._channels = policy.slack
         self._store = store
+        self._foreground = foreground
+        self._yield_at_most = yield_at_most
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="jit-slack", daemon=True)
         self._worker.start()
@@ -83,6 +89,8 @@ class SlackNotifier:
 
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
+            if self._foreground is not None:
+                self._foreground.wait_quiet(self._yield_at_most)
             try:
                 job()
             except SlackApiError as exc:  # Slack said no: log it, keep the worker alive

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
@@ -13,10 +14,13 @@ from jitcore.domain import HOLDS_RULE, Status, format_duration
 from jitcore.errors import JitError, NotAllowed
 from jitcore.service import Extension, JitService
 
+if TYPE_CHECKING:
+    from bot.listeners import Later
+
 log = logging.getLogger(__name__)
 
 
-def register(app: App, service: JitService) -> None:
+def register(app: App, service: JitService, later: Later) -> None:
     @app.command("/jit")
     def jit_command(ack: Ack, command: dict[str, Any], client: WebClient,
                     respond: Respond) -> None:
@@ -35,29 +39,36 @@ def register(app: App, service: JitService) -> None:
                 ack(**blocks.grants_message(mine))
             case grammar.Request() if parsed.missing:
                 ack()
-                client.views_open(trigger_id=command["trigger_id"],
-                                  view=request_modal(service, user, parsed))
+                later(lambda: client.views_open(trigger_id=command["trigger_id"],
+                                                view=request_modal(service, user, parsed)))
             case grammar.Request():
-                submit_request(service, user, parsed, ack)
+                submit_request(service, user, parsed, ack, later)
             case grammar.Revoke(grant_id):
                 ack()
-                act(respond, lambda: service.revoke(grant_id, user, "revoked in Slack"),
-                    f"#{grant_id} revoked")
+                later(lambda: act(respond, lambda: service.revoke(grant_id, user,
+                                                                  "revoked in Slack"),
+                                  f"#{grant_id} revoked"))
             case grammar.Cancel(grant_id):
                 ack()
-                act(respond, lambda: service.cancel(grant_id, user), f"#{grant_id} cancelled")
+                later(lambda: act(respond, lambda: service.cancel(grant_id, user),
+                                  f"#{grant_id} cancelled"))
             case grammar.Extend(grant_id, duration):
                 ack()
-                try:
-                    extension = service.extend(grant_id, user, duration)
-                except JitError as exc:
-                    respond(**blocks.error_message(str(exc)), response_type="ephemeral")
-                    return
-                respond(text=blocks.escape(extension_text(extension)),
-                        response_type="ephemeral")
+                later(lambda: extend(service, respond, user, grant_id, duration))
 
 
-def submit_request(service: JitService, user: str, request: grammar.Request, ack: Ack) -> None:
+def extend(service: JitService, respond: Respond, user: str, grant_id: int,
+           duration: timedelta) -> None:
+    try:
+        extension = service.extend(grant_id, user, duration)
+    except JitError as exc:
+        respond(**blocks.error_message(str(exc)), response_type="ephemeral")
+        return
+    respond(text=blocks.escape(extension_text(extension)), response_type="ephemeral")
+
+
+def submit_request(service: JitService, user: str, request: grammar.Request, ack: Ack,
+                   later: Later) -> None:
     assert request.service and request.target and request.duration and request.source
     try:
         result = service.request(user, request.target, request.service, request.duration,
@@ -71,7 +82,8 @@ def submit_request(service: JitService, user: str, request: grammar.Request, ack
         return
     ack(**blocks.request_ack(result.grant, result.auto_approved))
     if result.auto_approved:
-        service.open(result.grant.id)  # after ack: the cloud call may take a while
+        grant_id = result.grant.id
+        later(lambda: service.open(grant_id))  # after the ack: the cloud call takes a while
 
 
 def request_modal(service: JitService, user: str, request: grammar.Request) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -10,6 +10,9 @@ from slack_sdk import WebClient
 from bot import blocks
 from jitcore.domain import Status
 from jitcore.service import JitService
+
+if TYPE_CHECKING:
+    from bot.listeners import Later
 
 
 def publish_home(client: WebClient, service: JitService, user: str) -> None:
@@ -19,8 +22,9 @@ def publish_home(client: WebClient, service: JitService, user: str) -> None:
                          view=blocks.home_view(active, pending, service.awaiting(user)))
 
 
-def register(app: App, service: JitService) -> None:
+def register(app: App, service: JitService, later: Later) -> None:
     @app.event("app_home_opened")
     def home_opened(event: dict[str, Any], client: WebClient) -> None:
         if event.get("tab", "home") == "home":
-            publish_home(client, service, event["user"])
+            user = event["user"]
+            later(lambda: publish_home(client, service, user))

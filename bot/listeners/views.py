@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
@@ -12,6 +12,9 @@ from jitcore.domain import parse_duration
 from jitcore.errors import InvalidTransition, NotAllowed, NotFound
 from jitcore.policy import Reason
 from jitcore.service import JitService
+
+if TYPE_CHECKING:
+    from bot.listeners import Later
 
 # Which modal field a refusal is about, so Slack shows the message under it.
 _FIELD = {
@@ -28,7 +31,7 @@ def _value(values: dict[str, Any], block: str) -> str:
     return str(element.get("value") or "").strip()
 
 
-def register(app: App, service: JitService) -> None:
+def register(app: App, service: JitService, later: Later) -> None:
     @app.view("jit_deny_modal")
     def deny_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         grant_id, user = int(view["private_metadata"]), body["user"]["id"]
@@ -59,7 +62,11 @@ def register(app: App, service: JitService) -> None:
             ack(response_action="errors", errors={field: str(exc)})
             return
         ack()
-        client.chat_postMessage(channel=user, unfurl_links=False, unfurl_media=False,
-                                **blocks.request_ack(result.grant, result.auto_approved))
-        if result.auto_approved:
-            service.open(result.grant.id)
+
+        def after() -> None:
+            client.chat_postMessage(channel=user, unfurl_links=False, unfurl_media=False,
+                                    **blocks.request_ack(result.grant, result.auto_approved))
+            if result.auto_approved:
+                service.open(result.grant.id)
+
+        later(after)

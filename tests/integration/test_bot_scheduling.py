@@ -1,0 +1,111 @@
+"""Who waits for whom inside jit-bot: work after the ack, and the notifier yielding to acks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from slack_sdk import WebClient
+
+from bot.app import AfterAck, Foreground
+from bot.notifier import SlackNotifier
+from jitcore.store import Store
+from tests.fakes.slack_api import SlackApiFake
+from tests.support.policies import aws_policy
+
+BOT_TOKEN = "xoxb-test"
+
+
+def test_after_ack_returns_at_once_and_runs_the_work() -> None:
+    later = AfterAck(workers=2)
+    release, ran = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        release.wait(5)
+        ran.set()
+
+    started = time.perf_counter()
+    later(slow)
+    assert time.perf_counter() - started < 0.1  # the caller (the ack) does not wait
+    assert not ran.is_set()
+    release.set()
+    assert ran.wait(5)
+    later.close()
+
+
+def test_after_ack_survives_a_failing_job(caplog: pytest.LogCaptureFixture) -> None:
+    later = AfterAck(workers=1)
+    done = threading.Event()
+    later(lambda: 1 / 0)
+    later(done.set)  # the same single worker goes on with the next job
+    assert done.wait(5)
+    later.close()
+    assert "work after an ack failed" in caplog.text
+
+
+def test_foreground_is_quiet_only_when_no_request_is_answered() -> None:
+    foreground = Foreground()
+    assert foreground.wait_quiet(0)
+    with foreground:
+        with foreground:
+            assert not foreground.wait_quiet(0.05)
+        assert not foreground.wait_quiet(0.05)  # one of two still in flight
+    assert foreground.wait_quiet(0)
+
+
+def test_foreground_wakes_a_waiter_when_the_last_request_ends() -> None:
+    foreground = Foreground()
+    woke: list[float] = []
+    foreground.__enter__()
+    waiter = threading.Thread(target=lambda: woke.append(
+        foreground.wait_quiet(5) and time.perf_counter()))
+    waiter.start()
+    time.sleep(0.1)
+    ended = time.perf_counter()
+    foreground.__exit__(None, None, None)
+    waiter.join(5)
+    assert woke and woke[0] - ended < 0.5
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackApiFake]:
+    with SlackApiFake(bot_token=BOT_TOKEN) as fake:
+        yield fake
+
+
+def test_notifier_lets_an_ack_in_flight_go_first(slack: SlackApiFake) -> None:
+    foreground = Foreground()
+    store = Store.from_url("sqlite://")
+    client = WebClient(token=BOT_TOKEN, base_url=slack.api_url)
+    notifier = SlackNotifier(client, aws_policy("sg-0123456789abcdef0"), store, foreground,
+                             yield_at_most=5.0)
+    try:
+        with foreground:  # a request is being answered
+            notifier.alert("first")
+            time.sleep(0.3)
+            assert slack.messages("C0AUDIT") == []  # held back while the ack is in flight
+        slack.wait_for("chat.postMessage", timeout=5)
+        assert [m["text"] for m in slack.messages("C0AUDIT")] == [":rotating_light: first"]
+    finally:
+        notifier.close()
+        store.dispose()
+
+
+def test_notifier_yields_for_a_bounded_time_only(slack: SlackApiFake) -> None:
+    foreground = Foreground()
+    store = Store.from_url("sqlite://")
+    client = WebClient(token=BOT_TOKEN, base_url=slack.api_url)
+    notifier = SlackNotifier(client, aws_policy("sg-0123456789abcdef0"), store, foreground,
+                             yield_at_most=0.2)
+    try:
+        with foreground:  # requests never stop arriving: the notifier still gets through
+            notifier.alert("one")
+            notifier.alert("two")
+            slack.wait_for("chat.postMessage", count=2, timeout=5)
+            assert [m["text"] for m in slack.messages("C0AUDIT")] == [
+                ":rotating_light: one", ":rotating_light: two"]
+    finally:
+        notifier.close()
+        store.dispose()
