@@ -2,17 +2,56 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+_HANDSHAKE_TIMEOUT = 10.0
+
+
+class _TlsHTTPServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer speaking TLS; each handshake runs in the request's own thread.
+
+    The listening socket stays plain: wrapping it would run every handshake in the accept
+    loop, where one client that never speaks TLS would stall all the others.
+    """
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = self.socket.accept()
+        return self._context.wrap_socket(
+            sock, server_side=True, do_handshake_on_connect=False), address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            request.settimeout(_HANDSHAKE_TIMEOUT)
+            request.do_handshake()
+            request.settimeout(None)
+        except (ssl.SSLError, OSError):
+            return  # not a TLS client, or one that gave up: nothing to serve
+        super().finish_request(request, client_address)
 
 
 class LocalServer:
-    """Serve `handler` on 127.0.0.1 while used as a context manager; `url` is its base URL."""
+    """Serve `handler` on 127.0.0.1 while used as a context manager; `url` is its base URL.
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    With `ssl_context` (a server-side context holding a certificate) it serves HTTPS and `url`
+    starts with https://.
+    """
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self._scheme = "http" if ssl_context is None else "https"
+        if ssl_context is None:
+            self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        else:
+            self._server = _TlsHTTPServer(("127.0.0.1", 0), handler, ssl_context)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -21,7 +60,7 @@ class LocalServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
 
     def __enter__(self) -> Self:
         self._thread.start()
