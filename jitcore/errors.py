@@ -7,7 +7,8 @@
     ├── InvalidTransition        the request is no longer in a state that allows the action
     ├── StoreError               the database is unreachable or not migrated
     └── ProviderError            a cloud call failed (raised only inside providers)
-        ├── RuleLimitExceeded    the security group / NSG cannot take another rule
+        ├── RuleLimitExceeded    the security group / NSG (or its priority band) is full
+        ├── PriorityConflict     Azure: another rule holds the priority jit chose
         ├── TargetNotFound       the group, NSG or instance named by policy does not exist
         ├── AccessDenied         the cloud refused jit's credentials
         └── TransientProviderError  throttling, conflicts or network trouble: retry later
@@ -66,6 +67,14 @@ class ProviderError(JitError):
 
 class RuleLimitExceeded(ProviderError):
     """The security group or NSG cannot take another rule."""
+
+
+class PriorityConflict(ProviderError):
+    """Azure refused a rule because another rule in the NSG has its priority and direction."""
+
+    def __init__(self, priority: int, message: str) -> None:
+        super().__init__(message)
+        self.priority = priority
 
 
 class TargetNotFound(ProviderError):

@@ -79,6 +79,14 @@ class AzureLocation:
             f"{self.network_security_group} -> {self.destination}"
         )
 
+    @property
+    def nsg_id(self) -> str:
+        """The NSG's ARM resource id: the scope of jit's rules and priority reservations."""
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Network/networkSecurityGroups/{self.network_security_group}"
+        )
+
 
 Location = AwsLocation | AzureLocation
 

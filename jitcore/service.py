@@ -14,17 +14,26 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jitcore import audit
 from jitcore.domain import CloseReason, EventKind, GrantEvent, GrantView, Status, format_duration
-from jitcore.errors import InvalidTransition, NotAllowed, NotFound, ProviderError
+from jitcore.errors import (
+    InvalidTransition,
+    NotAllowed,
+    NotFound,
+    PriorityConflict,
+    ProviderError,
+    RuleLimitExceeded,
+)
 from jitcore.policy import (
+    AzureLocation,
     Decision,
     Policy,
     Reason,
@@ -119,6 +128,9 @@ class JitService:
         self.settings = settings or EngineSettings()
         self._rule_locks: dict[tuple[str, int, str, str], threading.Lock] = {}
         self._rule_locks_guard = threading.Lock()
+        self._band_locks: dict[str, threading.Lock] = {}
+        # Azure priorities found held by rules jit has no reservation for, per NSG (a hint).
+        self._foreign_priorities: dict[str, set[int]] = defaultdict(set)
 
     # ---- requests and decisions -------------------------------------------------------
 
@@ -268,6 +280,8 @@ class JitService:
         spec = RuleSpec(grant_id=grant_id, target=target, port=port, source=row.source,
                         description=f"jit grant #{row.id} for {row.requester}"[:255])
         try:
+            if isinstance(target.location, AzureLocation):
+                return self._open_in_band(row, spec, target.location, provider)
             with self._rule_locks_for([row]):
                 opened = provider.open_rule(spec)
                 # Recorded under the lock: a close of a shared rule must see this holder.
@@ -275,8 +289,79 @@ class JitService:
         except ProviderError as exc:
             return self._fail_open(grant_id, str(exc))
 
+    def _open_in_band(self, row: Grant, spec: RuleSpec, location: AzureLocation,
+                      provider: Provider) -> GrantView:
+        """Azure: a priority reserved in the target's band, then the rule; on a conflict
+        with a rule jit did not reserve for, the next free priority."""
+        low, high = location.priority_band
+        conflicts: set[int] = set()
+        for _ in range(high - low + 2):
+            priority = self._reserve_priority(row.id, location, conflicts)
+            try:
+                opened = provider.open_rule(replace(spec, priority=priority))
+            except PriorityConflict:
+                conflicts.add(priority)
+                self._learn_priorities(provider, spec.target, location, priority)
+                continue
+            return self._opened(row, opened.scope, opened.ref, opened.created, opened.owned,
+                                priority=priority)
+        raise RuleLimitExceeded(self._band_full(location))  # pragma: no cover (loop bound)
+
+    def _reserve_priority(self, grant_id: int, location: AzureLocation,
+                          refused: set[int]) -> int:
+        """The lowest free priority of the band, reserved for this grant (kept on a retry).
+
+        Chosen under a per-NSG lock in this process; the unique (NSG, priority) constraint
+        keeps replicas apart: a loser of that race takes the next one.
+        """
+        scope = location.nsg_id
+        low, high = location.priority_band
+        with self._band_lock(scope):
+            for _ in range(high - low + 2):
+                try:
+                    with self.store.transaction() as session:
+                        held = repo.priority_of(session, grant_id, scope)
+                        if held is not None and held not in refused:
+                            return held
+                        repo.release_priorities(session, [grant_id])
+                        taken = (repo.reserved_priorities(session, scope) | refused
+                                 | self._foreign_priorities[scope])
+                        free = next((p for p in range(low, high + 1) if p not in taken), None)
+                        if free is None:
+                            raise RuleLimitExceeded(self._band_full(location))
+                        repo.reserve_priority(session, scope, free, grant_id, self.clock.now())
+                        return free
+                except IntegrityError:
+                    continue  # another replica reserved it first: choose again
+        raise RuleLimitExceeded(self._band_full(location))
+
+    def _learn_priorities(self, provider: Provider, target: Target, location: AzureLocation,
+                          refused: int) -> None:
+        """After a conflict, read which priorities the NSG really holds (one list call)."""
+        used = {refused}
+        reader = getattr(provider, "used_priorities", None)
+        if reader is not None:
+            with suppress(ProviderError):  # the refused priority alone is still worth keeping
+                used |= reader(target)
+        with self.store.read() as session:
+            reserved = repo.reserved_priorities(session, location.nsg_id)
+        # This grant's own reservation is the refused priority: held by someone else.
+        self._foreign_priorities[location.nsg_id] = (used - reserved) | {refused}
+
+    def _band_lock(self, scope: str) -> threading.Lock:
+        with self._rule_locks_guard:
+            return self._band_locks.setdefault(scope, threading.Lock())
+
+    @staticmethod
+    def _band_full(location: AzureLocation) -> str:
+        low, high = location.priority_band
+        return (f"no free priority in band {low}-{high} of network security group "
+                f"{location.network_security_group} (resource group {location.resource_group})"
+                ": every one is held by an active grant or another rule; widen "
+                "priority_band in the policy or wait for grants to end")
+
     def _opened(self, before: Grant, scope: str, ref: str, created: bool,
-                owned: bool) -> GrantView:
+                owned: bool, priority: int | None = None) -> GrantView:
         now = self.clock.now()
         expires = now + timedelta(seconds=before.duration_s)
         with self._work() as work:
@@ -293,7 +378,7 @@ class JitService:
                              values=dict(opened_at=now, expires_at=expires, next_attempt_at=None,
                                          rule_handle_id=handle.id, last_error=None),
                              scope=scope, rule=ref, created=created, owned=owned,
-                             expires_at=expires.isoformat())
+                             priority=priority, expires_at=expires.isoformat())
         return repo.to_view(row, handle) if row else self.get(before.id)
 
     def _fail_open(self, grant_id: int, error: str) -> GrantView:

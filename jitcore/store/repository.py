@@ -196,6 +196,19 @@ def reserved_priorities(session: Session, scope: str) -> set[int]:
     ))
 
 
+def priority_of(session: Session, grant_id: int, scope: str) -> int | None:
+    return session.scalar(select(PriorityReservation.priority).where(
+        PriorityReservation.grant_id == grant_id, PriorityReservation.scope == scope))
+
+
+def reserve_priority(session: Session, scope: str, priority: int, grant_id: int,
+                     at: datetime) -> None:
+    """Hold `priority` in `scope` for the grant; the unique constraint refuses a double."""
+    session.add(PriorityReservation(scope=scope, priority=priority, grant_id=grant_id,
+                                    reserved_at=at))
+    session.flush()
+
+
 def release_priorities(session: Session, grant_ids: Collection[int]) -> None:
     if grant_ids:
         session.execute(delete(PriorityReservation)

@@ -31,3 +31,28 @@ def aws_policy_data(group_id: str, region: str = "us-east-1", **target: Any) -> 
 
 def aws_policy(group_id: str, region: str = "us-east-1", **target: Any) -> Policy:
     return parse_policy(aws_policy_data(group_id, region, **target), "test-policy.yaml")
+
+
+def azure_policy_data(arm_endpoint: str, subscription_id: str, resource_group: str = "rg-app",
+                      nsg: str = "nsg-app", destination: str = "10.0.1.4",
+                      band: tuple[int, int] | None = None, **target: Any) -> dict[str, Any]:
+    """One Azure target, web-vm, behind `nsg` at the ARM endpoint given (the emulator's)."""
+    azure: dict[str, Any] = {"subscription_id": subscription_id,
+                             "resource_group": resource_group, "network_security_group": nsg,
+                             "destination": destination, "arm_endpoint": arm_endpoint}
+    if band is not None:
+        azure["priority_band"] = list(band)
+    return {
+        "slack": {"approvals_channel": "C0APPROVE", "audit_channel": "C0AUDIT"},
+        "defaults": {"max_duration": "3h", "approval_timeout": "1h",
+                     "requesters": ["*"], "approvers": [APPROVER, APPROVER_2]},
+        "targets": {"web-vm": {"azure": azure,
+                               "ports": {"ssh": {"port": 22, "max_duration": "1h"},
+                                         "rdp": 3389},
+                               **target}},
+    }
+
+
+def azure_policy(arm_endpoint: str, subscription_id: str, **kwargs: Any) -> Policy:
+    return parse_policy(azure_policy_data(arm_endpoint, subscription_id, **kwargs),
+                        "test-policy.yaml")

@@ -1,0 +1,238 @@
+"""The lifecycle on Azure: the service and the real azure-mgmt-network SDK over HTTPS to the ARM
+emulator (which answers like ARM: async operations, one writer per NSG, priority conflicts,
+429 with Retry-After), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from jitcore import audit
+from jitcore.domain import Status
+from jitcore.service import EngineSettings, JitService
+from jitcore.store import Store
+from jitcore.store.models import AuditEvent, PriorityReservation
+from tests.fakes.arm_emulator import ArmEmulator, rule_properties
+from tests.support.azure import SUBSCRIPTION, emulator_provider
+from tests.support.fixtures import ManualClock, RecordingNotifier
+from tests.support.policies import APPROVER, REQUESTER, azure_policy
+
+RG, NSG, DESTINATION = "rg-app", "nsg-app", "10.0.1.4"
+SOURCE = "203.0.113.7"
+SETTINGS = EngineSettings(close_attempts=5, retry_base=timedelta(seconds=2),
+                          retry_cap=timedelta(seconds=30), slow_retry=timedelta(minutes=5))
+
+
+@pytest.fixture
+def emulator(arm_emulator: ArmEmulator) -> ArmEmulator:
+    arm_emulator.add_nsg(SUBSCRIPTION, RG, NSG)
+    return arm_emulator
+
+
+def make_service(store: Store, clock: ManualClock, notifier: RecordingNotifier,
+                 emulator: ArmEmulator, **policy: Any) -> JitService:
+    return JitService(store, azure_policy(emulator.url, SUBSCRIPTION, **policy),
+                      {"azure": emulator_provider(emulator)}, notifier, clock,
+                      settings=SETTINGS)
+
+
+@pytest.fixture
+def service(store: Store, clock: ManualClock, notifier: RecordingNotifier,
+            emulator: ArmEmulator) -> Iterator[JitService]:
+    yield make_service(store, clock, notifier, emulator)
+
+
+def approved(service: JitService, source: str = SOURCE, port: str = "ssh") -> int:
+    gid = service.request(REQUESTER, "web-vm", port, timedelta(minutes=30), source,
+                          "patch").grant.id
+    service.approve(gid, APPROVER)
+    return gid
+
+
+def jit_rules(emulator: ArmEmulator) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r["properties"] for r in emulator.rules(SUBSCRIPTION, RG, NSG)
+            if r["name"].startswith("jit-")}
+
+
+def reservations(store: Store) -> int:
+    with store.read() as session:
+        return int(session.scalar(select(func.count()).select_from(PriorityReservation)) or 0)
+
+
+def test_lifecycle_on_azure(service: JitService, store: Store, clock: ManualClock,
+                            emulator: ArmEmulator) -> None:
+    gid = approved(service)
+    opened = service.open(gid)
+    assert opened.status is Status.ACTIVE, opened.error
+    assert opened.rule_ref == f"jit-{gid}"
+
+    rule = jit_rules(emulator)[f"jit-{gid}"]
+    assert rule["priority"] == 100  # the lowest of the default band 100-199
+    assert (rule["access"], rule["direction"], rule["protocol"]) == ("Allow", "Inbound", "Tcp")
+    assert rule["sourceAddressPrefix"] == "203.0.113.7/32"
+    assert rule["destinationAddressPrefix"] == DESTINATION
+    assert rule["destinationPortRange"] == "22"
+    assert rule["provisioningState"] == "Succeeded"
+    assert reservations(store) == 1
+
+    clock.advance(timedelta(minutes=31))
+    assert service.sweep().closed == [gid]
+    assert jit_rules(emulator) == {}
+    assert service.get(gid).status is Status.CLOSED
+    assert reservations(store) == 0  # the priority is free again
+
+    with store.read() as session:
+        actions = list(session.scalars(select(AuditEvent.action)
+                                       .where(AuditEvent.grant_id == gid)
+                                       .order_by(AuditEvent.seq)))
+        assert audit.verify(session).ok
+    assert actions == ["requested", "approved", "opening", "opened", "expiring", "closing",
+                       "closed"]
+
+    again = service.open(approved(service, source="198.51.100.9"))
+    assert jit_rules(emulator)[again.rule_ref or ""]["priority"] == 100
+
+
+def test_fifty_concurrent_approvals_on_a_busy_nsg(service: JitService, store: Store,
+                                                  emulator: ArmEmulator) -> None:
+    emulator.op_delay = 0.01  # ARM refuses a second write while one is in progress
+    emulator.faults.conflict_rate = 0.2  # ...and, on top, 20% of writes: AnotherOperation...
+    grants = [approved(service, source=f"198.51.100.{n + 1}") for n in range(50)]
+    results: dict[int, Status] = {}
+
+    def open_one(gid: int) -> None:
+        results[gid] = service.open(gid).status
+
+    threads = [threading.Thread(target=open_one, args=(gid,)) for gid in grants]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    emulator.faults.conflict_rate = 0.0
+
+    assert results == dict.fromkeys(grants, Status.ACTIVE)
+    rules = jit_rules(emulator)
+    assert set(rules) == {f"jit-{gid}" for gid in grants}
+    priorities = [r["priority"] for r in rules.values()]
+    assert len(set(priorities)) == 50 and all(100 <= p <= 199 for p in priorities)
+    busy = [c for c in emulator.calls if c.error_code == "AnotherOperationInProgress"]
+    assert busy, "the emulator should have refused some writes"
+    assert reservations(store) == 50
+
+
+def test_band_exhaustion_fails_clearly_and_leaves_nothing(
+        store: Store, clock: ManualClock, notifier: RecordingNotifier,
+        emulator: ArmEmulator) -> None:
+    service = make_service(store, clock, notifier, emulator, band=(100, 102))
+    for n in range(3):
+        assert service.open(approved(service, source=f"198.51.100.{n + 1}")).status \
+            is Status.ACTIVE
+    fourth = service.open(approved(service, source="198.51.100.99"))
+    assert fourth.status is Status.FAILED
+    assert fourth.error == (
+        f"no free priority in band 100-102 of network security group {NSG} (resource group "
+        f"{RG}): every one is held by an active grant or another rule; widen priority_band "
+        "in the policy or wait for grants to end")
+    assert f"jit-{fourth.id}" not in jit_rules(emulator)
+    assert len(jit_rules(emulator)) == 3 and reservations(store) == 3
+
+
+def test_a_rule_jit_did_not_make_moves_jit_to_the_next_priority(
+        service: JitService, emulator: ArmEmulator) -> None:
+    emulator.add_rule(SUBSCRIPTION, RG, NSG, "allow-https",
+                      rule_properties(100, 443, source="*", destination="*"))
+    gid = approved(service)
+    opened = service.open(gid)
+    assert opened.status is Status.ACTIVE, opened.error
+    assert jit_rules(emulator)[f"jit-{gid}"]["priority"] == 101
+    conflicts = [c for c in emulator.calls if c.error_code == "SecurityRuleConflict"]
+    assert len(conflicts) == 1
+    # The next grant skips 100 straight away: the service learnt which priorities are taken.
+    second = service.open(approved(service, source="198.51.100.2"))
+    assert jit_rules(emulator)[second.rule_ref or ""]["priority"] == 102
+    assert len([c for c in emulator.calls if c.error_code == "SecurityRuleConflict"]) == 1
+
+
+def test_throttling_is_retried_after_the_time_arm_asks(service: JitService,
+                                                      emulator: ArmEmulator) -> None:
+    gid = approved(service)
+    emulator.faults.throttle_next(1, retry_after=1.0)
+    started = time.monotonic()
+    opened = service.open(gid)
+    took = time.monotonic() - started
+    assert opened.status is Status.ACTIVE, opened.error
+    assert 0.9 <= took < 10, f"Retry-After 1 s: took {took:.2f}s"
+    assert [c.status for c in emulator.calls if c.status == 429] == [429]
+
+
+def test_an_async_failure_fails_the_grant_with_azures_message(
+        service: JitService, store: Store, notifier: RecordingNotifier,
+        emulator: ArmEmulator) -> None:
+    gid = approved(service)
+    emulator.faults.fail_next_operations(1, code="InternalServerError",
+                                         message="Allocation failed in the fabric.")
+    failed = service.open(gid)
+    assert failed.status is Status.FAILED
+    assert failed.error and "Allocation failed in the fabric." in failed.error
+    assert jit_rules(emulator) == {}, "the half-made rule was taken away"
+    assert reservations(store) == 0
+    assert any(e.alert and e.grant.id == gid for e in notifier.events)
+
+
+def test_a_close_that_keeps_failing_becomes_close_failed_then_succeeds(
+        service: JitService, clock: ManualClock, notifier: RecordingNotifier,
+        emulator: ArmEmulator) -> None:
+    gid = approved(service)
+    assert service.open(gid).status is Status.ACTIVE
+    emulator.faults.break_deletes(status=500, code="InternalServerError",
+                                  message="The server encountered an internal error.")
+
+    clock.advance(timedelta(minutes=31))
+    assert service.sweep().failed == [gid]
+    for _ in range(4):
+        clock.advance(timedelta(minutes=1))
+        assert service.sweep().failed == [gid]
+    failed = service.get(gid)
+    assert failed.status is Status.CLOSE_FAILED
+    assert failed.error and NSG in failed.error
+    assert "The server encountered an internal error." in failed.error
+    assert [e.kind.value for e in notifier.events if e.alert and e.grant.id == gid] \
+        == ["close_failed"]
+    assert f"jit-{gid}" in jit_rules(emulator)
+
+    emulator.faults.heal()
+    clock.advance(timedelta(minutes=6))
+    assert service.sweep().closed == [gid]
+    assert service.get(gid).status is Status.CLOSED
+    assert jit_rules(emulator) == {}
+
+
+def test_reconcile_removes_an_orphan_jit_rule(service: JitService,
+                                              emulator: ArmEmulator) -> None:
+    kept = service.open(approved(service))
+    emulator.add_rule(SUBSCRIPTION, RG, NSG, "jit-999999",
+                      rule_properties(150, 22, source="198.51.100.50/32",
+                                      destination=DESTINATION))
+    emulator.add_rule(SUBSCRIPTION, RG, NSG, "allow-https", rule_properties(300, 443))
+    orphans = service.reconcile()
+    assert [o.ref for o in orphans] == ["jit-999999"]
+    names = {r["name"] for r in emulator.rules(SUBSCRIPTION, RG, NSG)}
+    assert names == {kept.rule_ref, "allow-https"}
+
+
+def test_a_missing_nsg_fails_the_grant_naming_it(
+        store: Store, clock: ManualClock, notifier: RecordingNotifier,
+        arm_emulator: ArmEmulator) -> None:
+    arm_emulator.add_resource_group(SUBSCRIPTION, RG)
+    service = make_service(store, clock, notifier, arm_emulator)
+    failed = service.open(approved(service))
+    assert failed.status is Status.FAILED
+    assert failed.error and f"network security group {NSG}" in failed.error
+    assert "not found" in failed.error
+    assert reservations(store) == 0
