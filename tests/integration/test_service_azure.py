@@ -236,3 +236,32 @@ def test_a_missing_nsg_fails_the_grant_naming_it(
     assert failed.error and f"network security group {NSG}" in failed.error
     assert "not found" in failed.error
     assert reservations(store) == 0
+
+
+def test_cli_shows_azure_targets_and_grants(store: Store, db_url: str, clock: ManualClock,
+                                           notifier: RecordingNotifier, emulator: ArmEmulator,
+                                           tmp_path: Any) -> None:
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from jitcore.cli import cli
+    from tests.support.policies import azure_policy_data
+
+    config = tmp_path / "jit.yaml"
+    config.write_text(yaml.safe_dump(azure_policy_data(emulator.url, SUBSCRIPTION)))
+    service = make_service(store, clock, notifier, emulator)
+    gid = approved(service)
+    assert service.open(gid).status is Status.ACTIVE
+    env = {"JIT_CONFIG": str(config), "JIT_DATABASE_URL": db_url}
+
+    checked = CliRunner().invoke(cli, ["check"], env=env)
+    assert checked.exit_code == 0, checked.output
+    assert f"azure {SUBSCRIPTION}/{RG}/{NSG} -> {DESTINATION}" in checked.output
+
+    listed = CliRunner().invoke(cli, ["grants", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    [grant] = [json.loads(line) for line in listed.output.splitlines() if line.strip()]
+    assert (grant["id"], grant["cloud"], grant["status"], grant["rule"]) == (
+        gid, "azure", "ACTIVE", f"jit-{gid}")
