@@ -58,6 +58,7 @@ CLOUDS: dict[str, tuple[str, str]] = {
 _BUSY = "AnotherOperationInProgress"
 _NOT_FOUND = frozenset({"ResourceNotFound", "ResourceGroupNotFound", "SubscriptionNotFound",
                         "ParentResourceNotFound", "InvalidSubscriptionId"})
+_NSG_GONE = frozenset({"ResourceNotFound", "ResourceGroupNotFound"})
 _DENIED = frozenset({"AuthorizationFailed", "AuthenticationFailed", "InvalidAuthenticationToken",
                      "InvalidAuthenticationTokenTenant", "LinkedAuthorizationFailed"})
 _FULL = frozenset({"SecurityRuleCountLimitReached"})
@@ -143,12 +144,21 @@ class AzureProvider:
         results: dict[str, bool] = {}
         with self._translated(location):
             for name in refs:
-                results[name] = self._delete(location, name)
+                try:
+                    results[name] = self._delete(location, name)
+                except HttpResponseError as exc:
+                    if _code(exc) not in _NSG_GONE:
+                        raise
+                    return {**dict.fromkeys(refs, False), **results}  # the NSG is gone
         return results
 
     def present_rules(self, target: Target, scope: str, refs: Sequence[str]) -> set[str]:
         wanted = set(refs)
-        return {str(rule.name) for rule in self._rules(_azure(target)) if rule.name in wanted}
+        try:
+            rules = self._rules(_azure(target))
+        except TargetNotFound:
+            return set()  # no NSG, no rules
+        return {str(rule.name) for rule in rules if rule.name in wanted}
 
     def list_owned_rules(self, target: Target) -> list[OwnedRule]:
         location = _azure(target)

@@ -19,7 +19,7 @@ from jitcore.service import EngineSettings, JitService
 from jitcore.store import Store
 from jitcore.store.models import AuditEvent, PriorityReservation
 from tests.fakes.arm_emulator import ArmEmulator, rule_properties
-from tests.support.azure import SUBSCRIPTION, emulator_provider
+from tests.support.azure import SUBSCRIPTION, emulator_provider, network_client
 from tests.support.fixtures import ManualClock, RecordingNotifier
 from tests.support.policies import APPROVER, REQUESTER, azure_policy
 
@@ -265,3 +265,16 @@ def test_cli_shows_azure_targets_and_grants(store: Store, db_url: str, clock: Ma
     [grant] = [json.loads(line) for line in listed.output.splitlines() if line.strip()]
     assert (grant["id"], grant["cloud"], grant["status"], grant["rule"]) == (
         gid, "azure", "ACTIVE", f"jit-{gid}")
+
+
+def test_a_grant_whose_nsg_was_deleted_closes_as_already_gone(
+        service: JitService, clock: ManualClock, notifier: RecordingNotifier,
+        emulator: ArmEmulator) -> None:
+    gid = approved(service)
+    assert service.open(gid).status is Status.ACTIVE
+    network_client(emulator).network_security_groups.begin_delete(RG, NSG).result()
+    clock.advance(timedelta(minutes=31))
+    assert service.sweep().closed == [gid]
+    assert service.get(gid).status is Status.CLOSED
+    [closed] = [e for e in notifier.events if e.grant.id == gid and e.kind.value == "closed"]
+    assert closed.detail == "already gone"
