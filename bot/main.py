@@ -86,7 +86,10 @@ def missing_settings(env: Mapping[str, str]) -> list[str]:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
-    for noisy in ("apscheduler", "botocore", "slack_bolt", "slack_sdk", "waitress.queue"):
+    # waitress warns "Task queue depth is N" for each request that waits for a thread: in a
+    # burst that is one log line per request, paid for by the acks.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    for noisy in ("apscheduler", "botocore", "slack_bolt", "slack_sdk"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = BotSettings.from_env(os.environ)
