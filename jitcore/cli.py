@@ -212,6 +212,110 @@ def reconcile(obj: Context, dry_run: bool) -> None:
     sys.exit(1 if failed else 0)
 
 
+@cli.command()
+@click.argument("target")
+@click.option("--yes", "-y", is_flag=True, help="Apply the plan without asking.")
+@click.option("--dry-run", is_flag=True, help="Only print the plan.")
+@click.option("--take-over", is_flag=True,
+              help="Record and remove the rules that would let a managed port in ahead of "
+                   "jit (disable puts them back).")
+@pass_context
+def enable(obj: Context, target: str, yes: bool, dry_run: bool, take_over: bool) -> None:
+    """Keep TARGET's managed ports closed by default: print the plan, then apply it."""
+    from jitcore.lockdown import Lockdowns
+
+    with _errors():
+        lockdowns = Lockdowns(obj.service())
+        plan = lockdowns.plan_enable(target)
+        click.echo(f"enable jit on {target}:")
+        for rule in plan.remove:
+            click.echo(f"  remove (recorded, restored by disable): {rule.scope} {rule.ref}: "
+                       f"{rule.summary}")
+        for rule in plan.blockers:
+            verb = "remove (recorded, restored by disable)" if take_over else "BLOCKS"
+            click.echo(f"  {verb}: {rule.ref}: {rule.summary}")
+        for line in plan.add:
+            click.echo(f"  add: {line}")
+        if not (plan.remove or plan.blockers or plan.add):
+            click.echo("  nothing to change: no rule opens a managed port")
+        if dry_run:
+            return
+        if plan.blockers and not take_over:
+            lockdowns.enable(target, _actor(), plan, take_over=False)  # refuses, naming them
+        if not yes:
+            click.confirm("apply this plan?", abort=True)
+        lockdowns.enable(target, _actor(), plan, take_over=take_over)
+    click.echo(f"jit enabled on {target}")
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--yes", "-y", is_flag=True, help="Go ahead without asking.")
+@click.option("--dry-run", is_flag=True, help="Only print what would change.")
+@pass_context
+def disable(obj: Context, target: str, yes: bool, dry_run: bool) -> None:
+    """Revoke TARGET's grants, remove jit's rules and restore the recorded ones exactly."""
+    from jitcore.lockdown import Lockdowns
+
+    with _errors():
+        lockdowns = Lockdowns(obj.service())
+        active, lockdown = lockdowns.plan_disable(target)
+        click.echo(f"disable jit on {target}:")
+        for grant_id in active:
+            click.echo(f"  revoke grant #{grant_id} (reason: target disabled)")
+        for name in lockdown.created.get("deny", []):
+            click.echo(f"  remove: {name['name']}")
+        if lockdown.created.get("group_id"):
+            click.echo(f"  remove: jit's group {lockdown.created['group_id']}")
+        for rule in lockdown.removed:
+            click.echo(f"  restore: {rule.scope} {rule.ref}: {rule.summary}")
+        if dry_run:
+            return
+        if not yes:
+            click.confirm("go ahead?", abort=True)
+        differences = lockdowns.disable(target, _actor())
+    if differences:
+        click.echo(f"jit disabled on {target}, but the firewall differs from before:", err=True)
+        for line in differences:
+            click.echo(f"  {line}", err=True)
+        sys.exit(1)
+    click.echo(f"jit disabled on {target}: the firewall is as it was")
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per target.")
+@pass_context
+def status(obj: Context, targets: tuple[str, ...], as_json: bool) -> None:
+    """Whether jit is enabled on each target, what it holds, and the last posture check."""
+    from jitcore.lockdown import Lockdowns
+
+    with _errors():
+        found = Lockdowns(obj.service()).status(targets)
+    for t in found:
+        if as_json:
+            click.echo(json.dumps({
+                "target": t.target, "cloud": t.cloud, "enabled": t.enabled,
+                "changed_at": t.changed_at.isoformat() if t.changed_at else None,
+                "changed_by": t.changed_by, "jit_rules": list(t.jit_rules),
+                "snapshot": list(t.snapshot), "active_grants": t.active_grants,
+                "checked_at": t.checked_at.isoformat() if t.checked_at else None,
+                "problems": list(t.problems)}))
+            continue
+        state = "enabled" if t.enabled else "not enabled"
+        since = f" since {t.changed_at:%Y-%m-%d %H:%M}Z by {t.changed_by}" if t.enabled \
+            and t.changed_at else ""
+        click.echo(f"{t.target} ({t.cloud}): {state}{since}, {t.active_grants} active grant(s)")
+        if t.enabled:
+            click.echo(f"  jit rules: {', '.join(t.jit_rules) or 'none'}")
+            click.echo(f"  snapshot: {len(t.snapshot)} rule(s) to restore on disable")
+            for line in t.snapshot:
+                click.echo(f"    {line}")
+            checked = f"{t.checked_at:%Y-%m-%d %H:%M:%S}Z" if t.checked_at else "not yet"
+            click.echo(f"  posture: checked {checked}; "
+                       + ("; ".join(t.problems) if t.problems else "no problems"))
+
+
 @cli.group("audit")
 def audit_group() -> None:
     """The tamper-evident audit log."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from jitcore.domain import GrantEvent
 from jitcore.policy import PortPolicy, Target
@@ -66,6 +66,64 @@ class Provider(Protocol):
         ...
 
     def list_owned_rules(self, target: Target) -> list[OwnedRule]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FirewallRule:
+    """A rule as the cloud holds it, kept whole so that it can be put back exactly."""
+
+    scope: str  # the security group id / the NSG resource id
+    ref: str  # the security group rule id / the rule name
+    summary: str  # for people: what it lets in
+    body: Mapping[str, Any]  # the cloud's own description of it: what a restore sends back
+
+
+@dataclass(frozen=True, slots=True)
+class LockdownPlan:
+    """What enabling jit on a target would change, shown before anything changes."""
+
+    target: str
+    remove: tuple[FirewallRule, ...]  # standing rules that open a managed port: snapshot, remove
+    add: tuple[str, ...]  # what jit puts in place (deny rules, a group of its own), for people
+    blockers: tuple[FirewallRule, ...] = ()  # rules only --take-over may remove
+    details: Mapping[str, Any] = field(default_factory=dict)  # for the provider's apply step
+
+
+@dataclass(frozen=True, slots=True)
+class Lockdown:
+    """What enabling did, kept in the database so that disabling can undo it exactly."""
+
+    removed: tuple[FirewallRule, ...]
+    created: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"removed": [dict(scope=r.scope, ref=r.ref, summary=r.summary, body=r.body)
+                            for r in self.removed], "created": dict(self.created)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Lockdown:
+        return cls(tuple(FirewallRule(r["scope"], r["ref"], r["summary"], r["body"])
+                         for r in data.get("removed", [])), dict(data.get("created", {})))
+
+
+class LockdownProvider(Protocol):
+    """A cloud that can keep a target's managed ports closed by default (jit enable)."""
+
+    def plan_lockdown(self, target: Target) -> LockdownPlan: ...
+
+    def lock_down(self, target: Target, plan: LockdownPlan, take_over: bool) -> Lockdown:
+        """Snapshot and remove `plan.remove` (and `plan.blockers` when taking over), then
+        put jit's closing rules in place."""
+        ...
+
+    def lift_lockdown(self, target: Target, lockdown: Lockdown) -> list[str]:
+        """Remove what jit created, restore every removed rule exactly, read the firewall
+        back: the differences found (empty when it is as it was)."""
+        ...
+
+    def posture(self, target: Target, lockdown: Lockdown) -> list[str]:
+        """What is wrong with an enabled target now: missing deny rules, new openings."""
+        ...
 
 
 class Notifier(Protocol):

@@ -17,13 +17,16 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
-    """The expiry engine: a sweep every `interval`, a reconcile every `reconcile_every`."""
+    """The expiry engine: a sweep every `interval`, a reconcile every `reconcile_every`, and
+    a posture check of the enabled targets every `posture_every`."""
 
     def __init__(self, service: JitService, interval: timedelta = timedelta(seconds=1),
-                 reconcile_every: timedelta | None = timedelta(minutes=10)) -> None:
+                 reconcile_every: timedelta | None = timedelta(minutes=10),
+                 posture_every: timedelta | None = timedelta(minutes=5)) -> None:
         self.service = service
         self.interval = interval
         self.reconcile_every = reconcile_every
+        self.posture_every = posture_every
         self._scheduler: BackgroundScheduler | None = None
         self.last_sweep_at: datetime | None = None
 
@@ -38,6 +41,11 @@ class Engine:
             scheduler.add_job(self.reconcile, "interval", id="reconcile",
                               next_run_time=now + self.interval,
                               seconds=self.reconcile_every.total_seconds(), max_instances=1,
+                              coalesce=True, misfire_grace_time=None)
+        if self.posture_every is not None:
+            scheduler.add_job(self.posture, "interval", id="posture",
+                              next_run_time=now + 2 * self.interval,
+                              seconds=self.posture_every.total_seconds(), max_instances=1,
                               coalesce=True, misfire_grace_time=None)
         scheduler.start()
         self._scheduler = scheduler
@@ -64,6 +72,18 @@ class Engine:
             return
         if orphans:
             log.warning("reconcile: %d orphan rule(s) found", len(orphans))
+
+    def posture(self) -> None:
+        from jitcore.lockdown import Lockdowns
+
+        try:
+            found = Lockdowns(self.service).check_posture()
+        except Exception:  # as for sweep: logged, and tried again next time
+            log.exception("posture check failed; retrying at the next run")
+            return
+        for target, problems in found.items():
+            for problem in problems:
+                log.warning("posture of %s: %s", target, problem)
 
     @property
     def running(self) -> bool:

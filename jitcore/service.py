@@ -685,6 +685,10 @@ class JitService:
             except Exception:  # a notification failure must not undo a committed change
                 log.exception("notifier failed for %s #%s", event.kind, event.grant.id)
 
+    def alert(self, message: str) -> None:
+        """Raise an alert with the notifier (the audit channel); never fails the caller."""
+        self._tell_alert(message)
+
     def _tell_alert(self, message: str) -> None:
         try:
             self.notifier.alert(message)

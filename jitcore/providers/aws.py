@@ -11,9 +11,11 @@ errors with backoff; what outlasts the retries becomes a `TransientProviderError
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,7 +39,7 @@ from jitcore.errors import (
     TransientProviderError,
 )
 from jitcore.policy import AwsLocation, Target
-from jitcore.ports import OpenedRule, OwnedRule, RuleSpec
+from jitcore.ports import FirewallRule, Lockdown, LockdownPlan, OpenedRule, OwnedRule, RuleSpec
 
 GRANT_TAG = "jit:grant"
 MANAGED_BY_TAG = "jit:managed-by"
@@ -165,6 +167,75 @@ class AwsProvider:
                 for rule in _ingress_rules(ec2, filters)
                 if (source := _rule_source(rule)) is not None
             ]
+
+    # ---- closed by default: jit enable / disable ------------------------------------------
+
+    def plan_lockdown(self, target: Target) -> LockdownPlan:
+        """The standing rules that open one of the target's ports; for an instance target,
+        also jit's own group, attached beside the instance's groups."""
+        location = _aws(target)
+        ec2 = self._ec2(location)
+        with _translated(_subject(location), location):
+            groups: list[str] = [location.security_group_id or ""]
+            add: tuple[str, ...] = ()
+            if location.instance_id:
+                instance = _describe_instance(ec2, location)
+                own = _find_group(ec2, instance["VpcId"], _filter(f"tag:{TARGET_TAG}",
+                                                                  target.name))
+                groups = sorted({g["GroupId"] for i in instance.get("NetworkInterfaces", [])
+                                 for g in i.get("Groups", [])} - {own})
+                add = (f"security group jit-{target.name} (jit's grants go there), attached "
+                       f"to every network interface of {location.instance_id} beside "
+                       f"{', '.join(groups) or 'no other group'}",)
+            return LockdownPlan(target.name, tuple(_standing(ec2, groups, target)), add)
+
+    def lock_down(self, target: Target, plan: LockdownPlan, take_over: bool) -> Lockdown:
+        location = _aws(target)
+        ec2 = self._ec2(location)
+        created: dict[str, Any] = {}
+        with _translated(_subject(location), location):
+            if location.instance_id:  # jit's group first, so that grants can open meanwhile
+                created["group_id"] = _ready_instance_group(ec2, target, location)
+            by_group: dict[str, list[str]] = defaultdict(list)
+            for rule in plan.remove:
+                by_group[rule.scope].append(rule.ref)
+            for group_id, refs in by_group.items():
+                _revoke(ec2, group_id, refs, location)
+        return Lockdown(plan.remove, created)
+
+    def lift_lockdown(self, target: Target, lockdown: Lockdown) -> list[str]:
+        location = _aws(target)
+        ec2 = self._ec2(location)
+        with _translated(_subject(location), location):
+            for rule in lockdown.removed:
+                _restore(ec2, rule)
+            if lockdown.created.get("group_id"):
+                _remove_instance_group(ec2, location, str(lockdown.created["group_id"]))
+            groups = sorted({r.scope for r in lockdown.removed} | {
+                location.security_group_id or ""} - {""})
+            now = {_content(r.body) for r in _standing(ec2, groups, target)}
+        before = {_content(r.body): r for r in lockdown.removed}
+        differences = [f"{rule.scope}: {rule.summary} is not back as it was"
+                       for key, rule in before.items() if key not in now]
+        differences += [f"{key[0]}: {_describe(key)} was added while jit was enabled"
+                        for key in sorted(now - set(before))]
+        return differences
+
+    def posture(self, target: Target, lockdown: Lockdown) -> list[str]:
+        plan = self.plan_lockdown(target)
+        problems = [f"{rule.scope}: rule {rule.ref} ({rule.summary}) opens a managed port "
+                    "outside jit" for rule in plan.remove]
+        group_id = lockdown.created.get("group_id")
+        if group_id:
+            location = _aws(target)
+            ec2 = self._ec2(location)
+            with _translated(_subject(location), location):
+                instance = _describe_instance(ec2, location)
+                for interface in instance.get("NetworkInterfaces", []):
+                    if group_id not in {g["GroupId"] for g in interface.get("Groups", [])}:
+                        problems.append(f"jit's group {group_id} is no longer attached to "
+                                        f"{interface['NetworkInterfaceId']}")
+        return problems
 
     def _ec2(self, location: AwsLocation) -> Ec2Client:
         key = (location.region, location.role_arn)
@@ -425,3 +496,86 @@ def _translated(subject: str, location: AwsLocation) -> Iterator[None]:
         raise AccessDenied(f"no AWS credentials found for {subject} in {region}") from exc
     except BotoCoreError as exc:
         raise ProviderError(f"AWS call for {subject} in {region} failed: {exc}") from exc
+
+
+def _subject(location: AwsLocation) -> str:
+    return (f"security group {location.security_group_id}" if location.security_group_id
+            else f"instance {location.instance_id}")
+
+
+def _covers(rule: dict[str, Any], port: int, protocol: str) -> bool:
+    """Does this inbound rule let `port`/`protocol` in (from whatever source)?"""
+    if _protocol(rule) not in (protocol, "-1"):
+        return False
+    low, high = int(rule.get("FromPort", -1)), int(rule.get("ToPort", -1))
+    return low == -1 or low <= port <= high
+
+
+def _standing(ec2: Ec2Client, groups: Sequence[str], target: Target) -> Iterator[FirewallRule]:
+    """Inbound rules of these groups that open one of the target's ports, jit's own aside."""
+    for group_id in groups:
+        for rule in _ingress_rules(ec2, [_filter("group-id", group_id)]):
+            if GRANT_TAG in _tags(rule):
+                continue
+            if any(_covers(rule, p.port, str(p.protocol)) for p in target.ports.values()):
+                body = json.loads(json.dumps(rule, default=str))
+                yield FirewallRule(group_id, str(rule["SecurityGroupRuleId"]),
+                                   _describe(_content(body)), body)
+
+
+def _content(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a rule is, without its id: restored rules get new ids."""
+    source = (body.get("CidrIpv4") or body.get("CidrIpv6") or body.get("PrefixListId")
+              or (body.get("ReferencedGroupInfo") or {}).get("GroupId") or "?")
+    return (str(body.get("GroupId", "")), _protocol(dict(body)), str(body.get("FromPort", -1)),
+            str(body.get("ToPort", -1)), str(source), str(body.get("Description") or ""))
+
+
+def _describe(content: tuple[str, ...]) -> str:
+    _, protocol, low, high, source, description = content
+    ports = "all ports" if low == "-1" else low if low == high else f"{low}-{high}"
+    protocol = "all protocols" if protocol == "-1" else protocol
+    return f"{protocol} {ports} from {source}" + (f" ({description})" if description else "")
+
+
+def _restore(ec2: Ec2Client, rule: FirewallRule) -> None:
+    """Put a snapshotted rule back: same protocol, ports, source, description and tags."""
+    body = rule.body
+    permission: dict[str, Any] = {"IpProtocol": body["IpProtocol"]}
+    if str(body["IpProtocol"]) != "-1":
+        permission.update(FromPort=body.get("FromPort"), ToPort=body.get("ToPort"))
+    described = {"Description": body["Description"]} if body.get("Description") else {}
+    if body.get("CidrIpv4"):
+        permission["IpRanges"] = [{"CidrIp": body["CidrIpv4"], **described}]
+    elif body.get("CidrIpv6"):
+        permission["Ipv6Ranges"] = [{"CidrIpv6": body["CidrIpv6"], **described}]
+    elif body.get("PrefixListId"):
+        permission["PrefixListIds"] = [{"PrefixListId": body["PrefixListId"], **described}]
+    else:
+        group = body.get("ReferencedGroupInfo") or {}
+        permission["UserIdGroupPairs"] = [{"GroupId": group.get("GroupId"), **described}]
+    tags = [t for t in body.get("Tags", []) if not str(t.get("Key", "")).startswith("aws:")]
+    extra = {"TagSpecifications": [{"ResourceType": "security-group-rule", "Tags": tags}]} \
+        if tags else {}
+    try:
+        ec2.authorize_security_group_ingress(GroupId=rule.scope, IpPermissions=[permission],
+                                             **extra)
+    except ClientError as exc:
+        if _code(exc) != "InvalidPermission.Duplicate":  # someone put it back already
+            raise
+
+
+def _remove_instance_group(ec2: Ec2Client, location: AwsLocation, group_id: str) -> None:
+    """Detach jit's group from the instance's interfaces and delete it."""
+    instance = _describe_instance(ec2, location)
+    for interface in instance.get("NetworkInterfaces", []):
+        groups = [g["GroupId"] for g in interface.get("Groups", [])]
+        if group_id in groups and len(groups) > 1:
+            ec2.modify_network_interface_attribute(
+                NetworkInterfaceId=interface["NetworkInterfaceId"],
+                Groups=[g for g in groups if g != group_id])
+    try:
+        ec2.delete_security_group(GroupId=group_id)
+    except ClientError as exc:
+        if _code(exc) != "InvalidGroup.NotFound":
+            raise

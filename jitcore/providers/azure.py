@@ -15,11 +15,12 @@ or the ARM endpoint a target names.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,10 +44,11 @@ from jitcore.errors import (
     TargetNotFound,
     TransientProviderError,
 )
-from jitcore.policy import AzureLocation, Target
-from jitcore.ports import OpenedRule, OwnedRule, RuleSpec
+from jitcore.policy import AzureLocation, PortPolicy, Target
+from jitcore.ports import FirewallRule, Lockdown, LockdownPlan, OpenedRule, OwnedRule, RuleSpec
 
 RULE_PREFIX = "jit-"
+DENY_PREFIX = "jit-deny-"
 _GRANT_RULE = re.compile(r"^jit-(\d+)$")
 
 # ARM endpoints and login authorities of the clouds a policy may name.
@@ -181,6 +183,77 @@ class AzureProvider:
                 if rule.properties is not None and rule.properties.priority is not None
                 and str(rule.properties.direction) == "Inbound"}
 
+    # ---- closed by default: jit enable / disable ------------------------------------------
+
+    def plan_lockdown(self, target: Target) -> LockdownPlan:
+        """A Deny rule per port behind the grant band, and the Allow rules that would let a
+        managed port in ahead of it from wider than the port's policy (--take-over only)."""
+        location = _azure(target)
+        rules = [rule.as_dict() for rule in self._rules(location)]
+        denies = _deny_rules(target, location, rules)
+        last = max((d["properties"]["priority"] for d in denies), default=0)
+        blockers = tuple(
+            FirewallRule(location.nsg_id, rule["name"], _summary(rule), _writable(rule))
+            for rule in rules if _lets_in_ahead(rule, target, location, last))
+        add = tuple(f"{d['name']}: Deny {d['properties']['protocol']}/"
+                    f"{d['properties']['destinationPortRange']} from * to "
+                    f"{location.destination} at priority {d['properties']['priority']}"
+                    for d in denies)
+        return LockdownPlan(target.name, (), add, blockers, {"deny": denies})
+
+    def lock_down(self, target: Target, plan: LockdownPlan, take_over: bool) -> Lockdown:
+        location = _azure(target)
+        if plan.blockers and not take_over:
+            raise ProviderError(f"{location.network_security_group} holds rules that let a "
+                                "managed port in ahead of jit; only --take-over removes them")
+        denies = list(plan.details.get("deny", []))
+        with self._translated(location):
+            for deny in denies:  # closed first, then the wide rules go
+                self._put(location, deny)
+            for rule in plan.blockers:
+                self._delete(location, rule.ref)
+        return Lockdown(plan.blockers, {"deny": denies})
+
+    def lift_lockdown(self, target: Target, lockdown: Lockdown) -> list[str]:
+        location = _azure(target)
+        differences: list[str] = []
+        with self._translated(location):
+            for deny in lockdown.created.get("deny", []):
+                self._delete(location, deny["name"])
+            for rule in lockdown.removed:
+                try:
+                    self._put(location, dict(rule.body))
+                except HttpResponseError as exc:
+                    differences.append(f"{rule.ref} ({rule.summary}) could not be put back: "
+                                       f"{_message(exc)}")
+        now = {rule.as_dict()["name"]: rule.as_dict() for rule in self._rules(location)}
+        for rule in lockdown.removed:
+            found = now.get(rule.ref)
+            if found is not None and _writable(found) != _writable(dict(rule.body)):
+                differences.append(f"{rule.ref} is back but differs: now {_summary(found)}, "
+                                   f"was {rule.summary}")
+        differences += [f"{name} is still there" for name in now
+                        if name in {d["name"] for d in lockdown.created.get("deny", [])}]
+        return differences
+
+    def posture(self, target: Target, lockdown: Lockdown) -> list[str]:
+        location = _azure(target)
+        rules = {r["name"]: r for r in (rule.as_dict() for rule in self._rules(location))}
+        problems = []
+        denies = list(lockdown.created.get("deny", []))
+        for deny in denies:
+            found = rules.get(deny["name"])
+            if found is None:
+                problems.append(f"deny rule {deny['name']} is missing from "
+                                f"{location.network_security_group}")
+            elif _writable(found) != _writable(deny):
+                problems.append(f"deny rule {deny['name']} was changed: {_summary(found)}")
+        last = max((d["properties"]["priority"] for d in denies), default=0)
+        problems += [f"{name} ({_summary(rule)}) lets a managed port in ahead of jit"
+                     for name, rule in rules.items()
+                     if _lets_in_ahead(rule, target, location, last)]
+        return problems
+
     # ---- calls ------------------------------------------------------------------------
 
     def _rules(self, location: AzureLocation) -> list[SecurityRule]:
@@ -188,6 +261,13 @@ class AzureProvider:
         with self._translated(location):
             return list(client.security_rules.list(location.resource_group,
                                                    location.network_security_group))
+
+    def _put(self, location: AzureLocation, rule: dict[str, Any]) -> None:
+        """Create or replace a rule given as ARM's JSON (name and properties)."""
+        client = self._client(location)
+        self._write(location, lambda: client.security_rules.begin_create_or_update(
+            location.resource_group, location.network_security_group, rule["name"],
+            SecurityRule(rule), polling_interval=self._polling_interval).result())
 
     def _delete(self, location: AzureLocation, name: str) -> bool:
         """Remove one rule; True if it was there (ARM answered 200/202), False if not (204)."""
@@ -332,3 +412,112 @@ def _port(ports: str | None) -> int:
         return int(str(ports).split("-")[0])
     except ValueError:
         return 0
+
+
+# ---- rules as ARM's JSON, for enable / disable ----------------------------------------------
+
+_WRITABLE = ("protocol", "sourcePortRange", "sourcePortRanges", "destinationPortRange",
+             "destinationPortRanges", "sourceAddressPrefix", "sourceAddressPrefixes",
+             "destinationAddressPrefix", "destinationAddressPrefixes",
+             "sourceApplicationSecurityGroups", "destinationApplicationSecurityGroups",
+             "access", "priority", "direction", "description")
+_ANYWHERE = frozenset({"*", "internet", "any", "0.0.0.0/0", "::/0"})
+
+
+def _writable(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A rule as a PUT would send it back: its name and writable properties."""
+    properties = rule.get("properties") or {}
+    return {"name": rule.get("name"),
+            "properties": {k: properties[k] for k in _WRITABLE if properties.get(k) not in
+                           (None, [], "")}}
+
+
+def _values(properties: Mapping[str, Any], key: str) -> list[str]:
+    single = properties.get(key)
+    return [str(single)] if single else [str(v) for v in properties.get(f"{key}es", [])
+                                         or properties.get(f"{key}s", []) or []]
+
+
+def _summary(rule: Mapping[str, Any]) -> str:
+    p = rule.get("properties") or {}
+    sources = ",".join(_values(p, "sourceAddressPrefix")) or "?"
+    ports = ",".join(_values(p, "destinationPortRange")) or "?"
+    return (f"{p.get('access')} {p.get('protocol')}/{ports} from {sources} at priority "
+            f"{p.get('priority')}")
+
+
+def _port_in(port: int, ranges: list[str]) -> bool:
+    for text in ranges:
+        if text == "*":
+            return True
+        low, _, high = text.partition("-")
+        if low.isdigit() and int(low) <= port <= int(high or low):
+            return True
+    return False
+
+
+def _reaches(prefixes: list[str], address: str) -> bool:
+    for prefix in prefixes:
+        if prefix.lower() in _ANYWHERE or prefix.lower() == "virtualnetwork":
+            return True
+        try:
+            if ipaddress.ip_address(address) in ipaddress.ip_network(prefix, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _wider_than(prefixes: list[str], port: PortPolicy) -> bool:
+    """Does any of these sources let in more than one grant of this port could: a service tag
+    or `*`, a prefix wider than the port's widest grant, or one outside its allowed sources?"""
+    for prefix in prefixes or ["*"]:
+        try:
+            network = ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            return True  # *, Internet, AzureCloud...: wider than any address a grant names
+        widest = port.widest_prefix_v4 if network.version == 4 else port.widest_prefix_v6
+        if network.prefixlen < widest or not any(
+                network.version == n.version and network.subnet_of(n)  # type: ignore[arg-type]
+                for n in port.allowed_sources):
+            return True
+    return False
+
+
+def _lets_in_ahead(rule: Mapping[str, Any], target: Target, location: AzureLocation,
+                   deny_priority: int) -> bool:
+    """A rule jit did not make that lets one of the target's ports in before jit's deny
+    rules, from wider than the port's policy."""
+    name = str(rule.get("name", ""))
+    p = rule.get("properties") or {}
+    if name.startswith(RULE_PREFIX) or p.get("access") != "Allow" or p.get("direction") \
+            != "Inbound" or int(p.get("priority") or 0) >= deny_priority:
+        return False
+    if not _reaches(_values(p, "destinationAddressPrefix") or ["*"], location.destination):
+        return False
+    for port in target.ports.values():
+        if str(p.get("protocol", "*")).lower() not in ("*", str(port.protocol).lower()):
+            continue
+        if _port_in(port.port, _values(p, "destinationPortRange")) and _wider_than(
+                _values(p, "sourceAddressPrefix"), port):
+            return True
+    return False
+
+
+def _deny_rules(target: Target, location: AzureLocation,
+                rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """jit's Deny rule for each of the target's ports, at the lowest free priorities behind
+    the grant band."""
+    used = {int((r.get("properties") or {}).get("priority") or 0) for r in rules
+            if (r.get("properties") or {}).get("direction") == "Inbound"}
+    free = (p for p in range(location.priority_band[1] + 1, 4097) if p not in used)
+    denies = []
+    for port in sorted(target.ports.values(), key=lambda p: (p.port, str(p.protocol))):
+        protocol = str(port.protocol)
+        denies.append({"name": f"{DENY_PREFIX}{port.port}-{protocol}", "properties": {
+            "protocol": _PROTOCOLS.get(protocol, "Tcp"), "sourcePortRange": "*",
+            "destinationPortRange": str(port.port), "sourceAddressPrefix": "*",
+            "destinationAddressPrefix": location.destination, "access": "Deny",
+            "priority": next(free), "direction": "Inbound",
+            "description": f"jit: {port.name} closed by default on {target.name}"}})
+    return denies

@@ -135,7 +135,7 @@ class Store:
 
 # The newest migration. Kept here so a start-up check need not load Alembic (a test pins it
 # to Alembic's own head).
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 _alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32)))
 
 

@@ -146,6 +146,25 @@ class Notice(Base):
     __table_args__ = (UniqueConstraint("grant_id", "kind", name="uq_notices_grant_id_kind"),)
 
 
+class TargetState(Base):
+    """Whether jit keeps a target closed by default, and how to undo it exactly.
+
+    `lockdown` is the JSON of what enabling did (the standing rules it removed, whole, and
+    what jit created in their place); `problems` the findings of the last posture check.
+    """
+
+    __tablename__ = "target_states"
+
+    target: Mapped[str] = mapped_column(String(63), primary_key=True)
+    cloud: Mapped[str] = mapped_column(String(16))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    changed_by: Mapped[str] = mapped_column(String(128))
+    lockdown: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    problems: Mapped[str | None] = mapped_column(Text)
+
+
 class AuditEvent(Base):
     """One link of the hash chain: hash = sha256(prev_hash || canonical JSON of the event)."""
 
