@@ -8,14 +8,16 @@ Web API calls) to `AfterAck`, which runs it on its own threads.
 
 The process is one interpreter, so whatever runs beside a listener takes CPU from the acks.
 `Foreground` counts the requests being answered, and the Slack notifier waits for a quiet
-moment (at most a fraction of a second per message) before it talks to Slack: an ack has a
-3 s deadline, an audit-channel post does not.
+moment (at most a second per message, about the pace Slack allows chat.postMessage per
+channel anyway) before it talks to Slack: an ack has a 3 s deadline, an audit-channel post
+does not.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -51,10 +53,16 @@ class AfterAck:
 
 
 class Foreground:
-    """The Slack requests being answered right now; background work yields to them."""
+    """The Slack requests being answered right now; background work yields to them.
 
-    def __init__(self) -> None:
+    Quiet means no request has been in a listener for `settle` seconds: under a burst the
+    gaps between requests are shorter than that, and the background waits its turn.
+    """
+
+    def __init__(self, settle: float = 0.05) -> None:
         self._busy = 0
+        self._last_end = float("-inf")
+        self._settle = settle
         self._quiet = threading.Condition()
 
     def __enter__(self) -> None:
@@ -64,13 +72,23 @@ class Foreground:
     def __exit__(self, *exc: object) -> None:
         with self._quiet:
             self._busy -= 1
+            self._last_end = time.monotonic()
             if self._busy == 0:
                 self._quiet.notify_all()
 
     def wait_quiet(self, timeout: float) -> bool:
-        """Wait until no request is being answered, or `timeout` s; True if it is quiet."""
+        """Wait until it is quiet, or `timeout` s; True if it is quiet."""
+        deadline = time.monotonic() + timeout
         with self._quiet:
-            return self._quiet.wait_for(lambda: self._busy == 0, timeout)
+            while True:
+                now = time.monotonic()
+                idle = now - self._last_end if self._busy == 0 else -1.0
+                if idle >= self._settle:
+                    return True
+                if now >= deadline:
+                    return False
+                self._quiet.wait(deadline - now if idle < 0
+                                 else min(deadline - now, self._settle - idle))
 
 
 class _App(App):

@@ -21,7 +21,7 @@ from jitcore.domain import parse_duration
 
 REQUIRED = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
 EVENTS_PATH = "/slack/events"
-HTTP_THREADS = 8  # requests answered at once; more wait in waitress's queue
+HTTP_THREADS = 4  # requests answered at once; more wait in waitress's queue
 
 log = logging.getLogger("jit.bot")
 

@@ -53,7 +53,7 @@ def _hhmm(grant: GrantView) -> str:
 
 class SlackNotifier:
     def __init__(self, client: WebClient, policy: Policy, store: Store,
-                 foreground: Foreground | None = None, yield_at_most: float = 0.2) -> None:
+                 foreground: Foreground | None = None, yield_at_most: float = 1.0) -> None:
         if policy.slack is None:
             raise ValueError("the policy has no slack section (approvals_channel, audit_channel)")
         self._client = client

@@ -25,6 +25,9 @@ from jitcore.store.models import AuditEvent, audit_events_table
 GENESIS = "0" * 64
 # Any constant: the advisory lock that serialises chain appends on PostgreSQL.
 _CHAIN_LOCK_KEY = 0x6A69745F61756474
+# The chain head, as a core select: read once per writing transaction.
+_HEAD = (select(audit_events_table.c.seq, audit_events_table.c.hash)
+         .order_by(audit_events_table.c.seq.desc()).limit(1))
 
 
 def canonical_json(value: Any) -> str:
@@ -94,9 +97,7 @@ class ChainWriter:
             if self._session.get_bind().dialect.name == "postgresql":
                 # Two transactions must not read the same head; held until commit.
                 self._session.execute(select(func.pg_advisory_xact_lock(_CHAIN_LOCK_KEY)))
-            head = self._session.execute(
-                select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-            ).first()
+            head = self._session.execute(_HEAD).first()
             self._head = (head[0], head[1]) if head else (0, GENESIS)
         return self._head[0] + 1, self._head[1]
 

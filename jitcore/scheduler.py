@@ -42,6 +42,10 @@ class Engine:
                               next_run_time=now + self.interval,
                               seconds=self.reconcile_every.total_seconds(), max_instances=1,
                               coalesce=True, misfire_grace_time=None)
+        if self.service.store.dialect == "sqlite":
+            scheduler.add_job(self.checkpoint, "interval", id="checkpoint",
+                              seconds=self.interval.total_seconds(), max_instances=1,
+                              coalesce=True, misfire_grace_time=None)
         if self.posture_every is not None:
             scheduler.add_job(self.posture, "interval", id="posture",
                               next_run_time=now + 2 * self.interval,
@@ -72,6 +76,12 @@ class Engine:
             return
         if orphans:
             log.warning("reconcile: %d orphan rule(s) found", len(orphans))
+
+    def checkpoint(self) -> None:
+        try:
+            self.service.store.checkpoint()
+        except Exception:  # SQLite checkpoints again by itself at the backstop size
+            log.exception("WAL checkpoint failed; retrying at the next tick")
 
     def posture(self) -> None:
         from jitcore.lockdown import Lockdowns

@@ -61,6 +61,9 @@ def _make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
+_WAL_BACKSTOP_PAGES = 16_000  # 64 MB of 4 KB pages
+
+
 def _tune_sqlite(engine: Engine) -> None:
     """WAL, a busy timeout, and BEGIN IMMEDIATE so writers queue instead of failing."""
 
@@ -72,6 +75,11 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # A committing writer copies the WAL back into the database (with an fsync) once
+        # the WAL holds this many pages; SQLite's 1,000 put that stall (100+ ms on a slow
+        # disk) into a request every few hundred commits. A long-running jit calls
+        # Store.checkpoint() in the background instead; this is the backstop.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={_WAL_BACKSTOP_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -114,6 +122,21 @@ class Store:
         """A session for reading; on SQLite it does not take the write lock."""
         with self._readers() as session:
             yield session
+
+    def checkpoint(self) -> tuple[int, int]:
+        """SQLite: copy the WAL into the database now, off the request path (a PASSIVE
+        checkpoint waits for nobody and blocks no writer). Returns the WAL's frames and
+        how many of them are now in the database. Elsewhere: nothing to do, (0, 0)."""
+        if self.dialect != "sqlite":
+            return 0, 0
+        connection = self.engine.raw_connection()  # outside any transaction: no BEGIN
+        try:
+            cursor = connection.cursor()
+            row = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            cursor.close()
+        finally:
+            connection.close()
+        return int(row[1]), int(row[2])
 
     def check_schema(self) -> None:
         """Raise StoreError unless the database is reachable and migrated to head."""

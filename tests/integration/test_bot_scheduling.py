@@ -46,13 +46,16 @@ def test_after_ack_survives_a_failing_job(caplog: pytest.LogCaptureFixture) -> N
 
 
 def test_foreground_is_quiet_only_when_no_request_is_answered() -> None:
-    foreground = Foreground()
+    foreground = Foreground(settle=0.05)
     assert foreground.wait_quiet(0)
     with foreground:
         with foreground:
             assert not foreground.wait_quiet(0.05)
         assert not foreground.wait_quiet(0.05)  # one of two still in flight
-    assert foreground.wait_quiet(0)
+    assert not foreground.wait_quiet(0)  # the last one just ended: not settled yet
+    started = time.perf_counter()
+    assert foreground.wait_quiet(1)
+    assert 0.04 <= time.perf_counter() - started < 0.5
 
 
 def test_foreground_wakes_a_waiter_when_the_last_request_ends() -> None:
