@@ -689,6 +689,17 @@ class JitService:
             except Exception:  # a notification failure must not undo a committed change
                 log.exception("notifier failed for %s #%s", event.kind, event.grant.id)
 
+    def warm_up(self) -> None:
+        """Build every target's cloud client before the first request needs it."""
+        for target in self.policy.targets.values():
+            provider = self.providers.get(target.cloud)
+            warm = getattr(provider, "warm", None)
+            if warm is not None:
+                try:
+                    warm(target)
+                except ProviderError as exc:  # the first real call will say it again
+                    log.warning("cannot prepare the client for %s: %s", target.name, exc)
+
     def alert(self, message: str) -> None:
         """Raise an alert with the notifier (the audit channel); never fails the caller."""
         self._tell_alert(message)

@@ -183,6 +183,10 @@ class AzureProvider:
                 if rule.properties is not None and rule.properties.priority is not None
                 and str(rule.properties.direction) == "Inbound"}
 
+    def warm(self, target: Target) -> None:
+        """Build the target's ARM client now (no call to Azure), before requests arrive."""
+        self._client(_azure(target))
+
     # ---- closed by default: jit enable / disable ------------------------------------------
 
     def plan_lockdown(self, target: Target) -> LockdownPlan:
