@@ -316,6 +316,51 @@ def status(obj: Context, targets: tuple[str, ...], as_json: bool) -> None:
                        + ("; ".join(t.problems) if t.problems else "no problems"))
 
 
+@cli.command()
+@click.option("--aws-region", "aws_regions", multiple=True, metavar="REGION",
+              help="An AWS region to scan (repeatable).")
+@click.option("--azure-subscription", "azure_subscriptions", multiple=True, metavar="ID",
+              help="An Azure subscription to scan (repeatable).")
+@click.option("--azure-endpoint", metavar="URL",
+              help="ARM endpoint for a sovereign cloud or Azure Stack [default: public].")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of machines.")
+@click.option("--suggest", is_flag=True,
+              help="Print a policy snippet that would cover the exposed machines.")
+@pass_context
+def scan(obj: Context, aws_regions: tuple[str, ...], azure_subscriptions: tuple[str, ...],
+         azure_endpoint: str | None, as_json: bool, suggest: bool) -> None:
+    """Find VMs whose management ports are reachable from anywhere, as Defender does."""
+    from jitcore.scan import render_table, run_scan, suggest_policy, summary, to_json
+
+    if not aws_regions and not azure_subscriptions:
+        raise click.UsageError("name at least one --aws-region or --azure-subscription")
+    with _errors():
+        enabled = _enabled_targets(obj)
+        machines = run_scan(aws_regions, azure_subscriptions, enabled,
+                            azure_endpoint=azure_endpoint)
+    if as_json:
+        click.echo(json.dumps(to_json(machines), indent=2))
+    elif suggest:
+        click.echo(suggest_policy(machines))
+    else:
+        click.echo(render_table(machines))
+        click.echo(summary(machines))
+
+
+def _enabled_targets(obj: Context) -> list[Any]:
+    """The targets jit is enabled on; none when there is no policy file or database yet."""
+    import os
+
+    from jitcore.lockdown import Lockdowns
+
+    if not os.path.exists(obj.paths.config):
+        click.echo(f"note: no policy at {obj.paths.config}: no machine counts as configured",
+                   err=True)
+        return []
+    service = obj.service()
+    return [service.policy.targets[s.target] for s in Lockdowns(service).status() if s.enabled]
+
+
 @cli.group("audit")
 def audit_group() -> None:
     """The tamper-evident audit log."""

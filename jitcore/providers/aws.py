@@ -1,4 +1,4 @@
-"""AWS EC2 security groups as a jit `Provider`. The only module that imports boto3.
+"""AWS EC2 security groups as a jit `Provider`. With aws_scan.py, the only code that uses boto3.
 
 A grant is one inbound rule tagged `jit:grant=<id>` and `jit:managed-by=jit`, in the target's
 `security_group_id` or, for an `instance_id` target, in the group jit keeps for that instance

@@ -1,4 +1,4 @@
-"""Azure network security groups as a jit `Provider`. The only module that imports the Azure SDK.
+"""Azure network security groups as a jit `Provider`. With azure_scan.py, the only Azure SDK user.
 
 A grant is one inbound Allow rule named `jit-<grant id>` in the target's NSG: the declared
 source, the target's destination address, one port and protocol, at a priority the service

@@ -35,10 +35,18 @@ Choices where Azure's exact answer is not on record (each marked in the code):
   whole seconds only (the SDK parses it with int(); ARM sends 10, the emulator 0 by default).
 - A failed operation leaves the rule and the NSG in provisioningState "Failed".
 
+Around the NSGs, the network they protect can be seeded and read (GET only; other methods
+answer 405): virtual networks with their subnets inline (a subnet's `networkSecurityGroup`),
+network interfaces (their `networkSecurityGroup`, subnet and `virtualMachine`), listed per
+resource group or per subscription, or fetched one by one; NSGs are listed per subscription
+too. The JSON is built in tests/fakes/arm_network.py. A subscription-wide list in a
+subscription the emulator holds no resource group of answers 404 SubscriptionNotFound.
+
 Every request is recorded (`calls`, `calls_to`, `operations`) with the ARM action it stands for,
 e.g. "Microsoft.Network/networkSecurityGroups/securityRules/write". State can be seeded and read
-back without HTTP (`add_resource_group`, `add_nsg`, `add_rule`, `nsg`, `rules`, `rule`).
-All state lives under one lock; the server is a ThreadingHTTPServer.
+back without HTTP (`add_resource_group`, `add_nsg`, `add_rule`, `add_vnet`, `add_subnet`,
+`add_nic`, `nsg`, `rules`, `rule`). All state lives under one lock; the server is a
+ThreadingHTTPServer.
 """
 
 from __future__ import annotations
@@ -67,6 +75,15 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import trustme
 
+from tests.fakes.arm_network import (
+    Nic,
+    Subnet,
+    Vnet,
+    parse_id,
+    render_nic,
+    render_subnet,
+    render_vnet,
+)
 from tests.fakes.local_server import LocalServer
 
 Json = dict[str, Any]
@@ -76,6 +93,9 @@ RULE_TYPE = "Microsoft.Network/networkSecurityGroups/securityRules"
 DEFAULT_RULE_TYPE = "Microsoft.Network/networkSecurityGroups/defaultSecurityRules"
 NSG_READ, NSG_WRITE, NSG_DELETE = (f"{NSG_TYPE}/{verb}" for verb in ("read", "write", "delete"))
 RULE_READ, RULE_WRITE, RULE_DELETE = (f"{RULE_TYPE}/{verb}" for verb in ("read", "write", "delete"))
+NIC_READ = "Microsoft.Network/networkInterfaces/read"
+VNET_READ = "Microsoft.Network/virtualNetworks/read"
+SUBNET_READ = "Microsoft.Network/virtualNetworks/subnets/read"
 OPERATION_READ = "Microsoft.Network/locations/operations/read"
 OPERATION_RESULT_READ = "Microsoft.Network/locations/operationResults/read"
 
@@ -375,6 +395,8 @@ class _Group:
     name: str
     location: str
     nsgs: dict[str, _Nsg] = field(default_factory=dict)
+    vnets: dict[str, Vnet] = field(default_factory=dict)
+    nics: dict[str, Nic] = field(default_factory=dict)
 
 
 @dataclass
@@ -586,7 +608,19 @@ class _Reply:
 _NSGS = ("subscriptions", None, "resourcegroups", None, "providers", "microsoft.network",
          "networksecuritygroups")
 _LOCATION = ("subscriptions", None, "providers", "microsoft.network", "locations", None)
+_IN_SUBSCRIPTION = ("subscriptions", None, "providers", "microsoft.network")
+_IN_GROUP = ("subscriptions", None, "resourcegroups", None, "providers", "microsoft.network")
+_VNETS = (*_IN_GROUP, "virtualnetworks")
 _ROUTES: tuple[tuple[tuple[str | None, ...], str], ...] = (
+    ((*_IN_SUBSCRIPTION, "networksecuritygroups"), "all_nsgs"),
+    ((*_IN_SUBSCRIPTION, "networkinterfaces"), "all_nics"),
+    ((*_IN_SUBSCRIPTION, "virtualnetworks"), "all_vnets"),
+    ((*_IN_GROUP, "networkinterfaces"), "nics"),
+    ((*_IN_GROUP, "networkinterfaces", None), "nic"),
+    (_VNETS, "vnets"),
+    ((*_VNETS, None), "vnet"),
+    ((*_VNETS, None, "subnets"), "subnets"),
+    ((*_VNETS, None, "subnets", None), "subnet"),
     (_NSGS, "nsgs"),
     ((*_NSGS, None), "nsg"),
     ((*_NSGS, None, "securityrules"), "rules"),
@@ -599,6 +633,9 @@ _ACTIONS = {
     ("nsg", "DELETE"): NSG_DELETE, ("rules", "GET"): RULE_READ, ("rule", "GET"): RULE_READ,
     ("rule", "PUT"): RULE_WRITE, ("rule", "DELETE"): RULE_DELETE,
     ("operation", "GET"): OPERATION_READ, ("operation_result", "GET"): OPERATION_RESULT_READ,
+    ("all_nsgs", "GET"): NSG_READ, ("all_nics", "GET"): NIC_READ, ("nics", "GET"): NIC_READ,
+    ("nic", "GET"): NIC_READ, ("all_vnets", "GET"): VNET_READ, ("vnets", "GET"): VNET_READ,
+    ("vnet", "GET"): VNET_READ, ("subnets", "GET"): SUBNET_READ, ("subnet", "GET"): SUBNET_READ,
 }
 
 
@@ -766,6 +803,92 @@ class ArmEmulator(LocalServer):
         nsg.rules[name.lower()] = rule
         return rule
 
+    def add_vnet(self, subscription_id: str, resource_group: str, name: str,
+                 address_prefix: str = "10.0.0.0/16", location: str = "westeurope") -> str:
+        """Create (or replace, without its subnets) a virtual network; returns its id."""
+        with self._lock:
+            self.add_resource_group(subscription_id, resource_group, location)
+            group = self._find_group(subscription_id, resource_group)
+            vnet = Vnet(group.subscription, group.name, name, _location(location),
+                        ipaddress.ip_network(address_prefix))
+            group.vnets[name.lower()] = vnet
+            return vnet.id
+
+    def add_subnet(self, subscription_id: str, resource_group: str, vnet: str, name: str,
+                   address_prefix: str, nsg_id: str | None = None) -> str:
+        """Create (or replace) a subnet of a seeded virtual network, behind an NSG if given.
+
+        Returns the subnet's id. KeyError if the virtual network is not seeded; ValueError if
+        the prefix lies outside the network's, or `nsg_id` names no seeded NSG (ARM refuses both).
+        """
+        with self._lock:
+            network = self._find_group(subscription_id, resource_group).vnets[vnet.lower()]
+            prefix = ipaddress.ip_network(address_prefix)
+            if prefix.version != network.address_prefix.version or not prefix.subnet_of(
+                    network.address_prefix):
+                raise ValueError(f"subnet {name} ({prefix}) is outside virtual network "
+                                 f"{network.name} ({network.address_prefix})")
+            if nsg_id is not None:
+                self._nsg_by_id(nsg_id)
+            network.subnets[name.lower()] = Subnet(name, prefix, nsg_id)
+            return network.subnet_id(name)
+
+    def add_nic(self, subscription_id: str, resource_group: str, name: str, subnet_id: str,
+                private_ip: str, *, nsg_id: str | None = None, vm_id: str | None = None,
+                location: str = "westeurope") -> str:
+        """Create (or replace) a network interface with one IP configuration; returns its id.
+
+        `vm_id` attaches it to a virtual machine (no Compute endpoints exist: the NIC names the
+        VM); a VM's first NIC is its primary one. ValueError if the subnet or the NSG is not
+        seeded, or `private_ip` is outside the subnet.
+        """
+        with self._lock:
+            subnet = self._subnet_by_id(subnet_id)
+            if ipaddress.ip_address(private_ip) not in subnet.address_prefix:
+                raise ValueError(f"{private_ip} is outside subnet {subnet.name} "
+                                 f"({subnet.address_prefix})")
+            if nsg_id is not None:
+                self._nsg_by_id(nsg_id)
+            self.add_resource_group(subscription_id, resource_group, location)
+            group = self._find_group(subscription_id, resource_group)
+            previous = group.nics.get(name.lower())
+            if previous is not None and vm_id is not None and previous.vm_id == vm_id:
+                primary = previous.primary
+            else:
+                primary = vm_id is not None and not any(
+                    (nic.vm_id or "").lower() == vm_id.lower() for nic in self._all_nics()
+                    if nic is not previous)
+            nic = Nic(group.subscription, group.name, name, _location(location), subnet_id,
+                      private_ip, nsg_id, vm_id, primary)
+            group.nics[name.lower()] = nic
+            return nic.id
+
+    def _nsg_by_id(self, nsg_id: str) -> _Nsg:
+        parts = parse_id(nsg_id)
+        try:
+            if parts.kind != "networksecuritygroups" or parts.child is not None:
+                raise KeyError(nsg_id)
+            return self._find_nsg(parts.subscription, parts.resource_group, parts.name)
+        except KeyError:
+            raise ValueError(f"no network security group {nsg_id} is seeded") from None
+
+    def _subnet_by_id(self, subnet_id: str) -> Subnet:
+        parts = parse_id(subnet_id)
+        try:
+            if parts.kind != "virtualnetworks" or parts.child_kind != "subnets" or not parts.child:
+                raise KeyError(subnet_id)
+            vnet = self._find_group(parts.subscription, parts.resource_group).vnets[
+                parts.name.lower()]
+            return vnet.subnets[parts.child.lower()]
+        except KeyError:
+            raise ValueError(f"no subnet {subnet_id} is seeded") from None
+
+    def _all_nics(self) -> list[Nic]:
+        return [nic for group in self._groups.values() for nic in group.nics.values()]
+
+    def _all_vnets(self) -> list[Vnet]:
+        return [vnet for group in self._groups.values() for vnet in group.vnets.values()]
+
     # -- reading back (no HTTP) --------------------------------------------------------------
 
     def nsg(self, subscription_id: str, resource_group: str, name: str) -> Json:
@@ -889,15 +1012,20 @@ class ArmEmulator(LocalServer):
         self._throttle(request)
         if request.route is None:
             raise ArmError(404, "NotFound",
-                           f"The ARM emulator serves network security groups and their security "
-                           f"rules only; nothing at '{request.path}'.")
+                           "The ARM emulator serves network security groups, their security rules, "
+                           "virtual networks, subnets and network interfaces only; nothing at "
+                           f"'{request.path}'.")
         if request.operation is None:
             raise ArmError(405, "MethodNotAllowed",
                            f"The requested resource does not support http method "
                            f"'{request.method}'.")
         if request.route in ("operation", "operation_result"):
             return self._operation_status(request)
+        if request.route in ("all_nsgs", "all_nics", "all_vnets"):
+            return 200, self._page(request, self._list_subscription(request)), []
         group = self._group_of(request)
+        if request.route in ("nics", "nic", "vnets", "vnet", "subnets", "subnet"):
+            return self._serve_network(request, group)
         if request.route == "nsgs":
             items = [self._render_nsg(nsg) for nsg in group.nsgs.values()]
             return 200, self._page(request, items), []
@@ -950,11 +1078,57 @@ class ArmEmulator(LocalServer):
         return group
 
     @staticmethod
-    def _resource_not_found(group: _Group, name: str) -> ArmError:
+    def _resource_not_found(group: _Group, name: str,
+                            kind: str = "networkSecurityGroups") -> ArmError:
         return ArmError(404, "ResourceNotFound",
-                        f"The Resource 'Microsoft.Network/networkSecurityGroups/{name}' under "
+                        f"The Resource 'Microsoft.Network/{kind}/{name}' under "
                         f"resource group '{group.name}' was not found. For more details please "
                         "go to https://aka.ms/ARMResourceNotFoundFix", gateway=True)
+
+    # -- the network around the NSGs (read-only) --------------------------------------------
+
+    def _list_subscription(self, request: _Request) -> list[Json]:
+        """A subscription-wide list: every resource group's NSGs, NICs or virtual networks."""
+        subscription = request.params[0]
+        groups = [group for (key, _), group in self._groups.items() if key == subscription.lower()]
+        if not groups:
+            raise ArmError(404, "SubscriptionNotFound",
+                           f"The subscription '{subscription}' could not be found.", gateway=True)
+        if request.route == "all_nsgs":
+            return [self._render_nsg(nsg) for group in groups for nsg in group.nsgs.values()]
+        if request.route == "all_nics":
+            return [render_nic(nic) for group in groups for nic in group.nics.values()]
+        nics = self._all_nics()
+        return [render_vnet(vnet, nics) for group in groups for vnet in group.vnets.values()]
+
+    def _serve_network(self, request: _Request,
+                       group: _Group) -> tuple[int, Json | None, list[tuple[str, str]]]:
+        """GET of a resource group's NICs or virtual networks, one of them, or its subnets."""
+        nics = self._all_nics()
+        if request.route == "nics":
+            return 200, self._page(request, [render_nic(nic) for nic in group.nics.values()]), []
+        if request.route == "vnets":
+            return 200, self._page(request, [render_vnet(vnet, nics)
+                                             for vnet in group.vnets.values()]), []
+        name = request.params[2]
+        if request.route == "nic":
+            nic = group.nics.get(name.lower())
+            if nic is None:
+                raise self._resource_not_found(group, name, "networkInterfaces")
+            return 200, render_nic(nic), [("ETag", nic.etag)]
+        vnet = group.vnets.get(name.lower())
+        if vnet is None:  # subnets under a missing network too, as for rules under an NSG
+            raise self._resource_not_found(group, name, "virtualNetworks")
+        if request.route == "vnet":
+            return 200, render_vnet(vnet, nics), [("ETag", vnet.etag)]
+        if request.route == "subnets":
+            return 200, self._page(request, [render_subnet(vnet, subnet, nics)
+                                             for subnet in vnet.subnets.values()]), []
+        subnet = vnet.subnets.get(request.params[3].lower())
+        if subnet is None:  # the network provider's own 404, as for a missing rule
+            raise ArmError(404, "NotFound", f"Resource {vnet.subnet_id(request.params[3])} "
+                                            "not found.")
+        return 200, render_subnet(vnet, subnet, nics), [("ETag", subnet.etag)]
 
     # -- NSGs -------------------------------------------------------------------------------------
 
@@ -1258,7 +1432,17 @@ class ArmEmulator(LocalServer):
             "defaultSecurityRules": [self._render_rule(nsg, rule, "defaultSecurityRules")
                                      for rule in defaults],
         }
+        body["properties"].update(self._associations(nsg))
         return body
+
+    def _associations(self, nsg: _Nsg) -> Json:
+        """The NICs and subnets behind the NSG, as ARM lists them (only when there are any)."""
+        nsg_id = nsg.id.lower()
+        nics = [{"id": nic.id} for nic in self._all_nics() if (nic.nsg_id or "").lower() == nsg_id]
+        subnets = [{"id": vnet.subnet_id(subnet.name)} for vnet in self._all_vnets()
+                   for subnet in vnet.subnets.values() if (subnet.nsg_id or "").lower() == nsg_id]
+        return {key: value for key, value in (("networkInterfaces", nics), ("subnets", subnets))
+                if value}
 
     def _error_headers(self, error: ArmError) -> list[tuple[str, str]]:
         return [("x-ms-failure-cause", "gateway")] if error.gateway else []

@@ -44,7 +44,8 @@ SCRUBBED_BY_RECORDER = frozenset({
 IGNORED = frozenset({"transfer-encoding"})
 # Interaction 5 is the subscription-wide NSG list: ~190 KB of other tests' NSGs, answered by
 # ARM's regional fan-out (x-ms-original-request-ids, no server or x-ms-arm-service-request-id).
-# The emulator serves no subscription-wide list; the provider under test never asks for one.
+# Neither that body nor those headers can be replayed; the emulator's subscription-wide lists
+# are checked through the SDK in test_arm_emulator.py.
 NOT_EMULATED = {5}
 VOLATILE_KEYS = frozenset({"etag", "resourceGuid"})
 

@@ -1,0 +1,191 @@
+"""The Azure half of `jit scan`: VMs as their network interfaces show them, and their NSGs.
+
+azure-mgmt-network alone, three lists per subscription (networkInterfaces, virtualNetworks
+with their subnets inline, networkSecurityGroups with their rules): no Compute calls, since a
+NIC names its VM. A VM is one machine however many NICs it has; NICs attached to no VM are
+skipped. Clients are `AzureProvider`'s (credential, cloud endpoint, client options); azure-core
+retries throttling and 5xx itself, and what outlasts it becomes a `ProviderError` here. What
+the answers mean is decided in `jitcore.scan`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.mgmt.network import NetworkManagementClient
+
+from jitcore.errors import AccessDenied, ProviderError, TargetNotFound, TransientProviderError
+from jitcore.policy import AzureLocation, Target
+from jitcore.providers.azure import _DENIED, AzureProvider, _code, _message
+from jitcore.scan import AzureNic, AzureVm, Machine, Nsg, NsgRule, classify, parse_arm_id
+
+Json = dict[str, Any]
+_NO_SUBSCRIPTION = frozenset({"SubscriptionNotFound", "InvalidSubscriptionId"})
+
+
+def scan_azure(
+    subscriptions: Sequence[str],
+    enabled: Sequence[Target],
+    *,
+    credential: TokenCredential | None = None,
+    arm_endpoint: str | None = None,
+    client_options: dict[str, Any] | None = None,
+) -> list[Machine]:
+    """Every VM in these subscriptions, classified against the enabled jit targets.
+
+    `credential` defaults to `DefaultAzureCredential`; `arm_endpoint` to Azure's public cloud;
+    `client_options` go to `NetworkManagementClient` (e.g. `connection_verify`).
+    """
+    provider = AzureProvider(credential=credential, client_options=client_options)
+    machines: list[Machine] = []
+    for subscription in dict.fromkeys(subscriptions):
+        # The client depends on the subscription and the endpoint only; the rest is unused.
+        client = provider._client(AzureLocation(subscription, "", "", "",
+                                                arm_endpoint=arm_endpoint))
+        with _translated(subscription):
+            vms = _Network(client).vms()
+        machines += [classify(vm, enabled) for vm in vms]
+    return machines
+
+
+class _Network:
+    """One subscription's NICs, subnets and NSGs, read once and looked up by id."""
+
+    def __init__(self, client: NetworkManagementClient) -> None:
+        self._client = client
+        self._nics: list[Json] = [nic.as_dict() for nic in client.network_interfaces.list_all()]
+        self._subnet_nsgs: dict[str, str | None] = {
+            str(subnet["id"]).lower(): _reference(subnet, "networkSecurityGroup")
+            for vnet in client.virtual_networks.list_all()
+            for subnet in _properties(vnet.as_dict()).get("subnets") or []}
+        self._nsgs: dict[str, Nsg | None] = {
+            str(nsg["id"]).lower(): _nsg(nsg)
+            for nsg in (n.as_dict() for n in client.network_security_groups.list_all())}
+
+    def vms(self) -> list[AzureVm]:
+        by_vm: dict[str, list[Json]] = defaultdict(list)
+        for nic in self._nics:
+            vm_id = _reference(nic, "virtualMachine")
+            if vm_id is not None:
+                by_vm[vm_id.lower()].append(nic)
+        return [self._vm(nics) for nics in by_vm.values()]
+
+    def _vm(self, nics: list[Json]) -> AzureVm:
+        nics = sorted(nics, key=lambda nic: not _properties(nic).get("primary"))
+        vm_id = str(_reference(nics[0], "virtualMachine"))
+        subscription, resource_group, name = parse_arm_id(vm_id)
+        return AzureVm(vm_id, name, subscription, resource_group,
+                       tuple(self._nic(nic) for nic in nics))
+
+    def _nic(self, nic: Json) -> AzureNic:
+        configurations = sorted(_properties(nic).get("ipConfigurations") or [],
+                                key=lambda c: not _properties(c).get("primary"))
+        addresses = tuple(str(_properties(c)["privateIPAddress"]).split("/")[0]
+                          for c in configurations if _properties(c).get("privateIPAddress"))
+        subnet_id = next((s for c in configurations if (s := _reference(c, "subnet"))), None)
+        nsg_id = _reference(nic, "networkSecurityGroup")
+        return AzureNic(str(nic["id"]), str(nic.get("name", "")), addresses,
+                        self._nsg(nsg_id), self._nsg(self._subnet_nsg(subnet_id)))
+
+    def _subnet_nsg(self, subnet_id: str | None) -> str | None:
+        if subnet_id is None:
+            return None
+        if subnet_id.lower() not in self._subnet_nsgs:  # made after the list: ask for it
+            _, resource_group, vnet, subnet = _subnet_parts(subnet_id)
+            try:
+                found = self._client.subnets.get(resource_group, vnet, subnet).as_dict()
+                self._subnet_nsgs[subnet_id.lower()] = _reference(found, "networkSecurityGroup")
+            except ResourceNotFoundError:
+                self._subnet_nsgs[subnet_id.lower()] = None
+        return self._subnet_nsgs[subnet_id.lower()]
+
+    def _nsg(self, nsg_id: str | None) -> Nsg | None:
+        if nsg_id is None:
+            return None
+        if nsg_id.lower() not in self._nsgs:  # made after the list: ask for it
+            _, resource_group, name = parse_arm_id(nsg_id)
+            try:
+                found = self._client.network_security_groups.get(resource_group, name)
+                self._nsgs[nsg_id.lower()] = _nsg(found.as_dict())
+            except ResourceNotFoundError:
+                self._nsgs[nsg_id.lower()] = None  # gone since: nothing in front of the NIC
+        return self._nsgs[nsg_id.lower()]
+
+
+def _properties(resource: Mapping[str, Any]) -> Json:
+    return dict(resource.get("properties") or {})
+
+
+def _reference(resource: Mapping[str, Any], key: str) -> str | None:
+    """The id in `properties.<key>.id`, e.g. a NIC's virtualMachine or networkSecurityGroup."""
+    value = (_properties(resource).get(key) or {}).get("id")
+    return str(value) if value else None
+
+
+def _subnet_parts(subnet_id: str) -> tuple[str, str, str, str]:
+    parts = subnet_id.strip("/").split("/")
+    if len(parts) != 10 or parts[8].lower() != "subnets":
+        raise ProviderError(f"not a subnet id: {subnet_id}")
+    return parts[1], parts[3], parts[7], parts[9]
+
+
+def _nsg(nsg: Json) -> Nsg:
+    properties = _properties(nsg)
+    rules = [*(properties.get("securityRules") or []),
+             *(properties.get("defaultSecurityRules") or [])]
+    return Nsg(str(nsg["id"]), str(nsg.get("name", "")), tuple(_rule(rule) for rule in rules))
+
+
+def _rule(rule: Json) -> NsgRule:
+    p = _properties(rule)
+    return NsgRule(
+        name=str(rule.get("name", "")),
+        priority=int(p.get("priority") or 0),
+        direction=str(p.get("direction", "")),
+        access=str(p.get("access", "")),
+        protocol=str(p.get("protocol", "")),
+        sources=_values(p, "sourceAddressPrefix", "sourceAddressPrefixes"),
+        destinations=_values(p, "destinationAddressPrefix", "destinationAddressPrefixes"),
+        ports=_values(p, "destinationPortRange", "destinationPortRanges"),
+    )
+
+
+def _values(properties: Json, single: str, plural: str) -> tuple[str, ...]:
+    """A rule field that ARM gives in a singular or a plural form, as one tuple."""
+    one = properties.get(single)
+    return (str(one),) if one else tuple(str(v) for v in properties.get(plural) or [])
+
+
+@contextmanager
+def _translated(subscription: str) -> Iterator[None]:
+    """Azure's exceptions -> jit's ProviderError tree, naming the subscription."""
+    where = f"subscription {subscription}"
+    try:
+        yield
+    except ClientAuthenticationError as exc:
+        raise AccessDenied(f"Azure refused jit's credentials for {where}: "
+                           f"{_message(exc)}") from exc
+    except HttpResponseError as exc:
+        code, message, status = _code(exc), _message(exc), exc.status_code or 0
+        if code in _NO_SUBSCRIPTION or status == 404:
+            raise TargetNotFound(f"Azure does not know {where}: {message}") from exc
+        if code in _DENIED or status in (401, 403):
+            raise AccessDenied(f"Azure denied jit reading the network of {where} "
+                               f"(it needs Microsoft.Network/*/read): {message}") from exc
+        if status in (408, 429) or status >= 500:
+            raise TransientProviderError(f"Azure is busy or unavailable for {where}: {message}; "
+                                         "try again later") from exc
+        raise ProviderError(f"Azure refused to list the network of {where}: {message}") from exc
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise TransientProviderError(f"cannot reach Azure for {where}: {exc}") from exc
