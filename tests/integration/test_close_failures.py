@@ -8,16 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from jitcore import audit
 from jitcore.domain import Status
 from jitcore.providers.aws import AwsProvider
 from jitcore.service import EngineSettings, JitService
 from jitcore.store import Store
-from jitcore.store.models import AuditEvent
 from tests.fakes.aws_throttle import ThrottlingProxy
-from tests.support.fixtures import ManualClock, RecordingNotifier
+from tests.support.fixtures import ManualClock, RecordingNotifier, audit_actions
 from tests.support.policies import APPROVER, REQUESTER, aws_policy
 
 SETTINGS = EngineSettings(close_attempts=5, retry_base=timedelta(seconds=2),
@@ -72,11 +69,6 @@ def test_close_failed_then_recovers(store: Store, clock: ManualClock,
     rules = aws_group.ec2.describe_security_group_rules(
         Filters=[{"Name": "group-id", "Values": [aws_group.group_id]}])["SecurityGroupRules"]
     assert rule not in {r["SecurityGroupRuleId"] for r in rules}
-    with store.read() as session:
-        actions = list(session.scalars(select(AuditEvent.action)
-                                       .where(AuditEvent.grant_id == gid)
-                                       .order_by(AuditEvent.seq)))
-        assert audit.verify(session).ok
-    assert actions == ["requested", "approved", "opening", "opened", "expiring", "closing",
-                       "close_retry", "close_retry", "close_retry", "close_retry",
-                       "close_failed", "close_retry", "closed"]
+    assert audit_actions(store, gid) == [
+        "requested", "approved", "opening", "opened", "expiring", "closing", "close_retry",
+        "close_retry", "close_retry", "close_retry", "close_failed", "close_retry", "closed"]

@@ -21,7 +21,7 @@ from jitcore.service import EngineSettings, JitService
 from jitcore.store import Store
 from jitcore.store.models import AuditEvent
 from tests.support.aws import ingress, jit_rules, plant_marked_rule
-from tests.support.fixtures import ManualClock, RecordingNotifier
+from tests.support.fixtures import ManualClock, RecordingNotifier, audit_actions
 from tests.support.policies import (
     APPROVER,
     APPROVER_2,
@@ -46,13 +46,6 @@ def approved_grant(service: JitService, source: str = SOURCE, port: str = "ssh",
     result = service.request(REQUESTER, "prod-db", port, duration, source, "fix replication")
     service.approve(result.grant.id, APPROVER)
     return result.grant.id
-
-
-def audit_actions(store: Store, grant_id: int) -> list[str]:
-    with store.read() as session:
-        return list(session.scalars(select(AuditEvent.action)
-                                    .where(AuditEvent.grant_id == grant_id)
-                                    .order_by(AuditEvent.seq)))
 
 
 def test_full_lifecycle(service: JitService, store: Store, db_url: str, clock: ManualClock,

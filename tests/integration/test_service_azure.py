@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from jitcore import audit
 from jitcore.domain import Status
 from jitcore.service import EngineSettings, JitService
 from jitcore.store import Store
-from jitcore.store.models import AuditEvent, PriorityReservation
+from jitcore.store.models import PriorityReservation
 from tests.fakes.arm_emulator import ArmEmulator, rule_properties
 from tests.support.azure import SUBSCRIPTION, emulator_provider, network_client
-from tests.support.fixtures import ManualClock, RecordingNotifier
+from tests.support.fixtures import ManualClock, RecordingNotifier, audit_actions
 from tests.support.policies import APPROVER, REQUESTER, azure_policy
 
 RG, NSG, DESTINATION = "rg-app", "nsg-app", "10.0.1.4"
@@ -87,13 +86,8 @@ def test_lifecycle_on_azure(service: JitService, store: Store, clock: ManualCloc
     assert service.get(gid).status is Status.CLOSED
     assert reservations(store) == 0  # the priority is free again
 
-    with store.read() as session:
-        actions = list(session.scalars(select(AuditEvent.action)
-                                       .where(AuditEvent.grant_id == gid)
-                                       .order_by(AuditEvent.seq)))
-        assert audit.verify(session).ok
-    assert actions == ["requested", "approved", "opening", "opened", "expiring", "closing",
-                       "closed"]
+    assert audit_actions(store, gid) == ["requested", "approved", "opening", "opened",
+                                         "expiring", "closing", "closed"]
 
     again = service.open(approved(service, source="198.51.100.9"))
     assert jit_rules(emulator)[again.rule_ref or ""]["priority"] == 100

@@ -10,11 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
+from jitcore import audit
 from jitcore.domain import GrantEvent
 from jitcore.store import Store, make_engine, upgrade
+from jitcore.store.models import AuditEvent
 
 POSTGRES_ENV = "JIT_TEST_POSTGRES_URL"
 TABLES = ("notices", "priority_reservations", "grants", "rule_handles", "audit_events")
@@ -125,3 +127,12 @@ def clock() -> ManualClock:
 @pytest.fixture
 def notifier() -> RecordingNotifier:
     return RecordingNotifier()
+
+
+def audit_actions(store: Store, grant_id: int) -> list[str]:
+    """The grant's audit events, oldest first; the whole chain must verify."""
+    with store.read() as session:
+        assert audit.verify(session).ok
+        return list(session.scalars(select(AuditEvent.action)
+                                    .where(AuditEvent.grant_id == grant_id)
+                                    .order_by(AuditEvent.seq)))
