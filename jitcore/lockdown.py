@@ -19,6 +19,7 @@ from jitcore.errors import InvalidTransition, JitError, ProviderError
 from jitcore.policy import Target
 from jitcore.ports import Lockdown, LockdownPlan, LockdownProvider
 from jitcore.service import JitService
+from jitcore.store import repository as repo
 from jitcore.store.models import TargetState
 
 
@@ -121,8 +122,7 @@ class Lockdowns:
         return revoked
 
     def _active(self, name: str) -> list[int]:
-        return [g.id for g in self.service.grants([Status.ACTIVE], limit=10_000)
-                if g.target == name]
+        return [g.id for g in self.service.grants([Status.ACTIVE], limit=10_000, target=name)]
 
     # ---- status and posture -------------------------------------------------------------
 
@@ -130,12 +130,13 @@ class Lockdowns:
         wanted = list(names) or sorted(self.service.policy.targets)
         for name in wanted:
             self._target(name)
-        holding = self.service.grants(list(HOLDS_RULE), limit=100_000)
+        with self.service.store.read() as session:
+            holding = repo.count_by_target(session, HOLDS_RULE)
         result = []
         for name in wanted:
             target = self.service.policy.targets[name]
             state = self._state(name)
-            active = sum(1 for g in holding if g.target == name)
+            active = holding.get(name, 0)
             if state is None or not state.enabled or state.lockdown is None:
                 result.append(TargetStatus(name, target.cloud, False, active_grants=active,
                                            changed_at=state.changed_at if state else None,

@@ -290,14 +290,14 @@ def first_match(nsg: Nsg, port: int, address: str) -> tuple[NsgRule, str] | None
 def _matching_source(rule: NsgRule, port: int, address: str) -> str | None:
     if rule.direction.lower() != "inbound" or rule.protocol.lower() not in (TCP, "*"):
         return None
-    if not any(_port_in(port, ports) for ports in rule.ports):
+    if not any(port_in_range(port, ports) for ports in rule.ports):
         return None
     if not _destination_covers(rule, address):
         return None
     return next((source for source in rule.sources if source.lower() in AZURE_ANYWHERE), None)
 
 
-def _port_in(port: int, ports: str) -> bool:
+def port_in_range(port: int, ports: str) -> bool:
     """Is `port` inside an NSG port range: "*", "22" or "20-25"?"""
     text = ports.strip()
     if text == "*":

@@ -618,10 +618,10 @@ class JitService:
             return repo.to_view(row, handle)
 
     def grants(self, statuses: Iterable[Status] | None = None, limit: int = 200,
-               requester: str | None = None) -> list[GrantView]:
+               requester: str | None = None, target: str | None = None) -> list[GrantView]:
         with self.store.read() as session:
             return repo.list_views(session, list(statuses) if statuses else None, limit,
-                                   requester)
+                                   requester, target)
 
     def awaiting(self, approver: str, limit: int = 50) -> list[GrantView]:
         """Pending requests this person may decide."""

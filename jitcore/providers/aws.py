@@ -181,14 +181,9 @@ class AwsProvider:
         location = _aws(target)
         ec2 = self._ec2(location)
         with _translated(_subject(location), location):
-            groups: list[str] = [location.security_group_id or ""]
+            groups, _ = _lockdown_scope(ec2, target, location)
             add: tuple[str, ...] = ()
             if location.instance_id:
-                instance = _describe_instance(ec2, location)
-                own = _find_group(ec2, instance["VpcId"], _filter(f"tag:{TARGET_TAG}",
-                                                                  target.name))
-                groups = sorted({g["GroupId"] for i in instance.get("NetworkInterfaces", [])
-                                 for g in i.get("Groups", [])} - {own})
                 add = (f"security group jit-{target.name} (jit's grants go there), attached "
                        f"to every network interface of {location.instance_id} beside "
                        f"{', '.join(groups) or 'no other group'}",)
@@ -227,19 +222,18 @@ class AwsProvider:
         return differences
 
     def posture(self, target: Target, lockdown: Lockdown) -> list[str]:
-        plan = self.plan_lockdown(target)
-        problems = [f"{rule.scope}: rule {rule.ref} ({rule.summary}) opens a managed port "
-                    "outside jit" for rule in plan.remove]
+        location = _aws(target)
+        ec2 = self._ec2(location)
+        with _translated(_subject(location), location):
+            groups, instance = _lockdown_scope(ec2, target, location)
+            problems = [f"{rule.scope}: rule {rule.ref} ({rule.summary}) opens a managed port "
+                        "outside jit" for rule in _standing(ec2, groups, target)]
         group_id = lockdown.created.get("group_id")
-        if group_id:
-            location = _aws(target)
-            ec2 = self._ec2(location)
-            with _translated(_subject(location), location):
-                instance = _describe_instance(ec2, location)
-                for interface in instance.get("NetworkInterfaces", []):
-                    if group_id not in {g["GroupId"] for g in interface.get("Groups", [])}:
-                        problems.append(f"jit's group {group_id} is no longer attached to "
-                                        f"{interface['NetworkInterfaceId']}")
+        interfaces = instance.get("NetworkInterfaces", []) if group_id and instance else []
+        for interface in interfaces:
+            if group_id not in {g["GroupId"] for g in interface.get("Groups", [])}:
+                problems.append(f"jit's group {group_id} is no longer attached to "
+                                f"{interface['NetworkInterfaceId']}")
         return problems
 
     def _ec2(self, location: AwsLocation) -> Ec2Client:
@@ -506,6 +500,19 @@ def _translated(subject: str, location: AwsLocation) -> Iterator[None]:
 def _subject(location: AwsLocation) -> str:
     return (f"security group {location.security_group_id}" if location.security_group_id
             else f"instance {location.instance_id}")
+
+
+def _lockdown_scope(ec2: Ec2Client, target: Target,
+                    location: AwsLocation) -> tuple[list[str], dict[str, Any] | None]:
+    """The groups whose standing rules enabling removes, and the instance when there is one:
+    the target's group, or every group of the instance's interfaces but jit's own."""
+    if not location.instance_id:
+        return [location.security_group_id or ""], None
+    instance = _describe_instance(ec2, location)
+    own = _find_group(ec2, instance["VpcId"], _filter(f"tag:{TARGET_TAG}", target.name))
+    groups = sorted({g["GroupId"] for i in instance.get("NetworkInterfaces", [])
+                     for g in i.get("Groups", [])} - {own})
+    return groups, instance
 
 
 def _covers(rule: dict[str, Any], port: int, protocol: str) -> bool:

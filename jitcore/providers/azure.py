@@ -46,6 +46,7 @@ from jitcore.errors import (
 )
 from jitcore.policy import AzureLocation, PortPolicy, Target
 from jitcore.ports import FirewallRule, Lockdown, LockdownPlan, OpenedRule, OwnedRule, RuleSpec
+from jitcore.scan import AZURE_ANYWHERE, port_in_range
 
 RULE_PREFIX = "jit-"
 DENY_PREFIX = "jit-deny-"
@@ -425,7 +426,6 @@ _WRITABLE = ("protocol", "sourcePortRange", "sourcePortRanges", "destinationPort
              "destinationAddressPrefix", "destinationAddressPrefixes",
              "sourceApplicationSecurityGroups", "destinationApplicationSecurityGroups",
              "access", "priority", "direction", "description")
-_ANYWHERE = frozenset({"*", "internet", "any", "0.0.0.0/0", "::/0"})
 
 
 def _writable(rule: Mapping[str, Any]) -> dict[str, Any]:
@@ -450,19 +450,9 @@ def _summary(rule: Mapping[str, Any]) -> str:
             f"{p.get('priority')}")
 
 
-def _port_in(port: int, ranges: list[str]) -> bool:
-    for text in ranges:
-        if text == "*":
-            return True
-        low, _, high = text.partition("-")
-        if low.isdigit() and int(low) <= port <= int(high or low):
-            return True
-    return False
-
-
 def _reaches(prefixes: list[str], address: str) -> bool:
     for prefix in prefixes:
-        if prefix.lower() in _ANYWHERE or prefix.lower() == "virtualnetwork":
+        if prefix.lower() in AZURE_ANYWHERE or prefix.lower() == "virtualnetwork":
             return True
         try:
             if ipaddress.ip_address(address) in ipaddress.ip_network(prefix, strict=False):
@@ -502,7 +492,8 @@ def _lets_in_ahead(rule: Mapping[str, Any], target: Target, location: AzureLocat
     for port in target.ports.values():
         if str(p.get("protocol", "*")).lower() not in ("*", str(port.protocol).lower()):
             continue
-        if _port_in(port.port, _values(p, "destinationPortRange")) and _wider_than(
+        ranges = _values(p, "destinationPortRange")
+        if any(port_in_range(port.port, r) for r in ranges) and _wider_than(
                 _values(p, "sourceAddressPrefix"), port):
             return True
     return False

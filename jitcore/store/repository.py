@@ -106,12 +106,15 @@ def due_to_lapse(session: Session, now: datetime, limit: int) -> Sequence[int]:
 
 
 def list_grants(session: Session, statuses: Collection[Status] | None = None,
-                limit: int = 200, requester: str | None = None) -> Sequence[Grant]:
+                limit: int = 200, requester: str | None = None,
+                target: str | None = None) -> Sequence[Grant]:
     query = select(Grant).order_by(Grant.id.desc()).limit(limit)
     if statuses:
         query = query.where(Grant.status.in_([s.value for s in statuses]))
     if requester is not None:
         query = query.where(Grant.requester == requester)
+    if target is not None:
+        query = query.where(Grant.target == target)
     return session.scalars(query).all()
 
 
@@ -220,6 +223,13 @@ def count_by_status(session: Session) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
+def count_by_target(session: Session, statuses: Collection[Status]) -> dict[str, int]:
+    rows = session.execute(select(Grant.target, func.count())
+                           .where(Grant.status.in_([s.value for s in statuses]))
+                           .group_by(Grant.target))
+    return {target: count for target, count in rows}
+
+
 def to_view(row: Grant, handle: RuleHandle | None = None) -> GrantView:
     """The read-only snapshot handed to notifiers, the CLI and the bot."""
     return GrantView(
@@ -234,9 +244,10 @@ def to_view(row: Grant, handle: RuleHandle | None = None) -> GrantView:
 
 
 def list_views(session: Session, statuses: Collection[Status] | None = None,
-               limit: int = 200, requester: str | None = None) -> list[GrantView]:
+               limit: int = 200, requester: str | None = None,
+               target: str | None = None) -> list[GrantView]:
     """Newest first, each with the rule it holds."""
-    rows = list_grants(session, statuses, limit, requester)
+    rows = list_grants(session, statuses, limit, requester, target)
     handle_ids = {r.rule_handle_id for r in rows if r.rule_handle_id is not None}
     handles = {h.id: h for h in session.scalars(
         select(RuleHandle).where(RuleHandle.id.in_(handle_ids)))} if handle_ids else {}

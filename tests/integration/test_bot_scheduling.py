@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from slack_sdk import WebClient
@@ -78,37 +79,38 @@ def slack() -> Iterator[SlackApiFake]:
         yield fake
 
 
-def test_notifier_lets_an_ack_in_flight_go_first(slack: SlackApiFake) -> None:
-    foreground = Foreground()
+@contextmanager
+def yielding_notifier(slack: SlackApiFake, foreground: Foreground,
+                      yield_at_most: float) -> Iterator[SlackNotifier]:
+    """A SlackNotifier posting to the fake, yielding to `foreground`."""
     store = Store.from_url("sqlite://")
     client = WebClient(token=BOT_TOKEN, base_url=slack.api_url)
     notifier = SlackNotifier(client, aws_policy("sg-0123456789abcdef0"), store, foreground,
-                             yield_at_most=5.0)
+                             yield_at_most=yield_at_most)
     try:
+        yield notifier
+    finally:
+        notifier.close()
+        store.dispose()
+
+
+def test_notifier_lets_an_ack_in_flight_go_first(slack: SlackApiFake) -> None:
+    foreground = Foreground()
+    with yielding_notifier(slack, foreground, yield_at_most=5.0) as notifier:
         with foreground:  # a request is being answered
             notifier.alert("first")
             time.sleep(0.3)
             assert slack.messages("C0AUDIT") == []  # held back while the ack is in flight
         slack.wait_for("chat.postMessage", timeout=5)
         assert [m["text"] for m in slack.messages("C0AUDIT")] == [":rotating_light: first"]
-    finally:
-        notifier.close()
-        store.dispose()
 
 
 def test_notifier_yields_for_a_bounded_time_only(slack: SlackApiFake) -> None:
     foreground = Foreground()
-    store = Store.from_url("sqlite://")
-    client = WebClient(token=BOT_TOKEN, base_url=slack.api_url)
-    notifier = SlackNotifier(client, aws_policy("sg-0123456789abcdef0"), store, foreground,
-                             yield_at_most=0.2)
-    try:
-        with foreground:  # requests never stop arriving: the notifier still gets through
-            notifier.alert("one")
-            notifier.alert("two")
-            slack.wait_for("chat.postMessage", count=2, timeout=5)
-            assert [m["text"] for m in slack.messages("C0AUDIT")] == [
-                ":rotating_light: one", ":rotating_light: two"]
-    finally:
-        notifier.close()
-        store.dispose()
+    with yielding_notifier(slack, foreground, yield_at_most=0.2) as notifier, foreground:
+        # requests never stop arriving: the notifier still gets through
+        notifier.alert("one")
+        notifier.alert("two")
+        slack.wait_for("chat.postMessage", count=2, timeout=5)
+        assert [m["text"] for m in slack.messages("C0AUDIT")] == [
+            ":rotating_light: one", ":rotating_light: two"]
