@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from jitcore.store.models import AuditEvent, audit_events_table
@@ -28,6 +28,9 @@ _CHAIN_LOCK_KEY = 0x6A69745F61756474
 # The chain head, as a core select: read once per writing transaction.
 _HEAD = (select(audit_events_table.c.seq, audit_events_table.c.hash)
          .order_by(audit_events_table.c.seq.desc()).limit(1))
+# PostgreSQL: the lock that serialises appends and the head, in one round trip.
+_LOCKED_HEAD = text("SELECT seq, hash FROM jit_audit_head(:key)")
+_LOCK_PARAMS = {"key": _CHAIN_LOCK_KEY}
 
 
 def canonical_json(value: Any) -> str:
@@ -95,9 +98,11 @@ class ChainWriter:
     def _next(self) -> tuple[int, str]:
         if self._head is None:
             if self._session.get_bind().dialect.name == "postgresql":
-                # Two transactions must not read the same head; held until commit.
-                self._session.execute(select(func.pg_advisory_xact_lock(_CHAIN_LOCK_KEY)))
-            head = self._session.execute(_HEAD).first()
+                # Two transactions must not read the same head: the lock is held until
+                # commit (the function takes it, then reads the head; migration 0004).
+                head = self._session.execute(_LOCKED_HEAD, _LOCK_PARAMS).first()
+            else:  # SQLite: BEGIN IMMEDIATE already made this the only writer
+                head = self._session.execute(_HEAD).first()
             self._head = (head[0], head[1]) if head else (0, GENESIS)
         return self._head[0] + 1, self._head[1]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import resources
@@ -20,7 +21,12 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DisconnectionError,
+    NoSuchModuleError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from jitcore.errors import StoreError
@@ -58,7 +64,40 @@ def _make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # The bare scheme would pick psycopg2, which jit does not ship.
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled PostgreSQL connection unused for this long is tested before it is handed out.
+_IDLE_BEFORE_PING = 10.0  # s
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling, without a round trip on every checkout.
+
+    A connection that sat in the pool may have been cut (a database restart or failover, an
+    idle timeout on the way): it is tested with a ping first, and a dead one is replaced
+    before any statement of ours runs on it. A connection back in the pool only moments
+    ago (every checkout under load) is not tested: `pool_pre_ping` would add a round trip
+    to every transaction, a seventh on the /jit path. A disconnect on a busy connection is
+    still detected by SQLAlchemy, which then replaces every connection in the pool.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["jit_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("jit_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < _IDLE_BEFORE_PING:
+            return  # new, or just used
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool discards this connection and checks out another (up to 3 tries).
+            raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
 _WAL_BACKSTOP_PAGES = 16_000  # 64 MB of 4 KB pages
@@ -158,7 +197,7 @@ class Store:
 
 # The newest migration. Kept here so a start-up check need not load Alembic (a test pins it
 # to Alembic's own head).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 _alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32)))
 
 

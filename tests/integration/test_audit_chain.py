@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from click.testing import CliRunner
@@ -119,3 +122,28 @@ def test_export_rejects_bad_since(db_url: str) -> None:
                                       "--since", "yesterday"])
     assert result.exit_code == 2
     assert "'yesterday' is not an ISO 8601 time" in result.output
+
+
+def test_concurrent_writers_on_separate_engines_keep_one_chain(db_url: str) -> None:
+    """Four writers, each with an engine of its own (as separate processes would have),
+    append at once: every link lands once, in one unbroken chain."""
+    stores = [Store.from_url(db_url) for _ in range(4)]
+    start = threading.Barrier(len(stores))
+
+    def write(index: int) -> None:
+        start.wait()
+        for n in range(40):
+            with stores[index].transaction() as session:
+                audit.append(session, at=T0, actor=f"U{index}", action="noted",
+                             details={"n": n})
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(write, range(len(stores))))
+    with stores[0].read() as session:
+        rows = session.execute(select(AuditEvent.seq, AuditEvent.actor)).all()
+        result = audit.verify(session)
+    for store in stores:
+        store.dispose()
+    assert sorted(seq for seq, _ in rows) == list(range(1, 161))
+    assert Counter(actor for _, actor in rows) == {f"U{i}": 40 for i in range(4)}
+    assert result.ok and result.checked == 160
