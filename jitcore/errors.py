@@ -2,6 +2,7 @@
 
     JitError
     ├── PolicyError              the policy file is missing, unreadable or invalid
+    ├── SettingsError            a malformed setting in the environment
     ├── NotFound                 no such request/grant
     ├── NotAllowed               policy or identity refuses the action (carries the Decision)
     ├── InvalidTransition        the request is no longer in a state that allows the action
@@ -29,6 +30,10 @@ class JitError(Exception):
 
 class PolicyError(JitError):
     """The policy file is missing, unreadable or invalid."""
+
+
+class SettingsError(JitError):
+    """A malformed setting in the environment (JIT_LEASE=...): the message names it."""
 
 
 class NotFound(JitError):

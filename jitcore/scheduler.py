@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -14,6 +15,10 @@ from jitcore.errors import JitError
 from jitcore.service import JitService
 
 log = logging.getLogger(__name__)
+
+
+def _nothing() -> None:
+    pass
 
 
 class Engine:
@@ -28,10 +33,13 @@ class Engine:
         self.reconcile_every = reconcile_every
         self.posture_every = posture_every
         self._scheduler: BackgroundScheduler | None = None
+        self._release: Callable[[], None] = _nothing
         self.last_sweep_at: datetime | None = None
 
     def start(self) -> None:
-        """Start ticking; the first sweep runs at once, closing whatever came due while down."""
+        """Start ticking; the first sweep runs at once, closing whatever came due while down.
+        On SQLite, raises StoreError if another process runs the engine on the same file."""
+        self._release = self.service.store.claim_engine()
         scheduler = BackgroundScheduler(timezone=UTC)
         now = datetime.now(UTC)
         scheduler.add_job(self.sweep, "interval", id="sweep", next_run_time=now,
@@ -102,6 +110,8 @@ class Engine:
     def shutdown(self, wait: bool = True) -> None:
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
+        self._release()
+        self._release = _nothing
 
     def run_until(self, stop: threading.Event) -> None:
         """Run until `stop` is set (by a signal handler, say), then shut down cleanly."""

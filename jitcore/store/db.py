@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import resources
 from typing import Any
@@ -19,10 +21,12 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DBAPIError,
     DisconnectionError,
     NoSuchModuleError,
     OperationalError,
@@ -64,6 +68,11 @@ def _make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # The bare scheme would pick psycopg2, which jit does not ship.
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    # Room for the request threads, the engine's close workers and the cross-process rule
+    # locks (each held on a connection of its own while a cloud call runs).
+    kwargs = {"pool_size": 10, "max_overflow": 20, **kwargs}
+    # An unreachable server fails a connect in seconds, not at the OS's TCP timeout.
+    kwargs["connect_args"] = {"connect_timeout": 5, **kwargs.get("connect_args", {})}
     engine = create_engine(url, **kwargs)
     _ping_when_idle(engine)
     return engine
@@ -162,6 +171,57 @@ class Store:
         with self._readers() as session:
             yield session
 
+    @contextmanager
+    def exclusive(self, names: Iterable[str]) -> Iterator[None]:
+        """Hold these named locks against other processes until the block ends.
+
+        PostgreSQL: session advisory locks on a connection of their own, taken in one global
+        order (so two replicas cannot deadlock), released at the end, and released by the
+        server if this process dies. SQLite: one process owns the database, so there is
+        nobody to exclude (the caller's thread locks do the rest).
+        """
+        keys = sorted({_lock_key(name) for name in names})
+        if self.dialect != "postgresql" or not keys:
+            yield
+            return
+        with self.engine.connect() as conn:
+            try:
+                for key in keys:
+                    conn.execute(_ADVISORY_LOCK, {"space": _NAMED_LOCKS, "key": key})
+                yield
+            finally:
+                try:
+                    conn.execute(_ADVISORY_UNLOCK_ALL)
+                except DBAPIError:  # the connection is gone, and its locks with it
+                    conn.invalidate()
+
+    def ping(self) -> None:
+        """Raise StoreError unless the database answers a trivial query now."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            raise StoreError(f"cannot reach the database: {exc.orig}") from exc
+
+    def claim_engine(self) -> Callable[[], None]:
+        """SQLite: make this the one process running the engine on this database file, or
+        raise StoreError naming the problem. Returns the release. PostgreSQL: any number
+        of processes may run the engine (they split the work); nothing to claim."""
+        database = self.engine.url.database
+        if self.dialect != "sqlite" or not database or database == ":memory:":
+            return lambda: None
+        path = f"{database}-engine.lock"
+        handle = open(path, "a")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(
+                f"another process is already running jit's engine on {database}: SQLite "
+                "serves one process. Stop it, or run replicas on PostgreSQL "
+                "(JIT_DATABASE_URL=postgresql+psycopg://...)") from None
+        return handle.close  # closing the file releases the lock (so does dying)
+
     def checkpoint(self) -> tuple[int, int]:
         """SQLite: copy the WAL into the database now, off the request path (a PASSIVE
         checkpoint waits for nobody and blocks no writer). Returns the WAL's frames and
@@ -193,6 +253,17 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# Named cross-process locks: PostgreSQL's two-int advisory lock space (apart from the
+# audit chain's one-bigint lock), this constant, and 32 bits of the name's hash.
+_NAMED_LOCKS = 0x6A6974  # "jit"
+_ADVISORY_LOCK = text("SELECT pg_advisory_lock(:space, :key)")
+_ADVISORY_UNLOCK_ALL = text("SELECT pg_advisory_unlock_all()")
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big", signed=True)
 
 
 # The newest migration. Kept here so a start-up check need not load Alembic (a test pins it

@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from jitcore.domain import HOLDS_RULE, GrantView, Status, can_transition
@@ -69,39 +69,47 @@ def get(session: Session, grant_id: int, *, for_update: bool = False) -> Grant |
     return session.scalars(query.execution_options(populate_existing=True)).first()
 
 
+# The due_* queries below are "work to claim": called inside the transaction that then
+# moves the rows, they lock what they return and skip rows another replica has locked
+# (PostgreSQL's FOR UPDATE SKIP LOCKED), so replicas sweeping at once split the work instead
+# of queueing on each other's rows. SQLite has one writer at a time and no such clause.
+def _claimable(query: Select[Any], limit: int) -> Select[Any]:
+    return query.limit(limit).with_for_update(skip_locked=True)
+
+
 def due_for_expiry(session: Session, now: datetime, limit: int) -> Sequence[int]:
-    return session.scalars(
+    return session.scalars(_claimable(
         select(Grant.id)
         .where(Grant.status == Status.ACTIVE.value, Grant.expires_at <= now)
-        .order_by(Grant.expires_at).limit(limit)
+        .order_by(Grant.expires_at), limit)
     ).all()
 
 
 def due_for_warning(session: Session, before: datetime, limit: int) -> Sequence[int]:
     """Active grants that end before `before` and whose holder has not been warned yet."""
-    return session.scalars(
+    return session.scalars(_claimable(
         select(Grant.id)
         .where(Grant.status == Status.ACTIVE.value, Grant.expires_at <= before,
                Grant.warned_at.is_(None))
-        .order_by(Grant.expires_at).limit(limit)
+        .order_by(Grant.expires_at), limit)
     ).all()
 
 
 def due_for_retry(session: Session, statuses: Collection[Status], now: datetime,
                   limit: int) -> Sequence[int]:
     """Grants whose pending cloud step may run again: lease over or backoff elapsed."""
-    return session.scalars(
+    return session.scalars(_claimable(
         select(Grant.id)
         .where(Grant.status.in_([s.value for s in statuses]), Grant.next_attempt_at <= now)
-        .order_by(Grant.next_attempt_at).limit(limit)
+        .order_by(Grant.next_attempt_at), limit)
     ).all()
 
 
 def due_to_lapse(session: Session, now: datetime, limit: int) -> Sequence[int]:
-    return session.scalars(
+    return session.scalars(_claimable(
         select(Grant.id)
         .where(Grant.status == Status.PENDING.value, Grant.lapses_at <= now)
-        .order_by(Grant.lapses_at).limit(limit)
+        .order_by(Grant.lapses_at), limit)
     ).all()
 
 

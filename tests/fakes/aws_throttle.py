@@ -12,6 +12,8 @@ import http.client
 import re
 import threading
 import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler
 
 from tests.fakes.local_server import LocalServer
@@ -28,14 +30,33 @@ _SERVICE = re.compile(r"/([a-z0-9-]+)/aws4_request")
 _NOT_COPIED = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 
 
+@dataclass(frozen=True)
+class Relayed:
+    """One request the proxy passed on: who sent it (the client's TCP port) and the answer."""
+
+    service: str
+    params: dict[str, list[str]]  # the form-encoded body (EC2's query API)
+    client_port: int
+    status: int = 0
+
+    @property
+    def action(self) -> str:
+        return self.params.get("Action", [""])[0]
+
+
 class ThrottlingProxy(LocalServer):
     """Run as a context manager; `url` is its base URL, `seen` every (service, body) it got."""
 
-    def __init__(self, upstream: str, throttle: int) -> None:
+    def __init__(self, upstream: str, throttle: int,
+                 before_forward: Callable[[Relayed], None] | None = None) -> None:
         self.upstream = urllib.parse.urlsplit(upstream)
         self.throttle = throttle
         self.throttled = 0
         self.seen: list[tuple[str, bytes]] = []
+        # Every request moto answered, with its status: appended once the answer is back.
+        self.answered: list[Relayed] = []
+        # Called (in the request's thread) just before a request goes on to moto.
+        self.before_forward = before_forward
         self._lock = threading.Lock()
         super().__init__(self._handler())
 
@@ -69,6 +90,12 @@ class ThrottlingProxy(LocalServer):
                 if proxy._should_throttle(headers, body):
                     self._answer(503, {"Content-Type": "text/xml"}, THROTTLED_BODY)
                     return
+                scope = _SERVICE.search(headers.get("authorization", ""))
+                relayed = Relayed(scope.group(1) if scope else "",
+                                  urllib.parse.parse_qs(body.decode(errors="replace")),
+                                  self.client_address[1])
+                if proxy.before_forward is not None:
+                    proxy.before_forward(relayed)
                 upstream = http.client.HTTPConnection(
                     proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=30
                 )
@@ -76,6 +103,8 @@ class ThrottlingProxy(LocalServer):
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
                     reply = response.read()
+                    with proxy._lock:
+                        proxy.answered.append(replace(relayed, status=response.status))
                     kept = {k: v for k, v in response.getheaders()
                             if k.lower() not in _NOT_COPIED}
                     self._answer(response.status, kept, reply)
