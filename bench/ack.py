@@ -305,6 +305,7 @@ class Bot:
         self.log_path = env.tmp / "jit-bot.log"
         child_env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET,
                      "SLACK_API_URL": slack.api_url, "JIT_HTTP_PORT": str(self.port),
+                     "JIT_LOG_FORMAT": "text",
                      "JIT_CONFIG": str(config), "JIT_DATABASE_URL": env.database_url}
         child_env.pop("SLACK_APP_TOKEN", None)
         command = [sys.executable, "-m", "bot.main"]

@@ -80,24 +80,33 @@ class BotSettings:
                    api_url, warning)
 
 
+    def secrets(self, env: Mapping[str, str]) -> list[str]:
+        """What must never appear in a log line: the tokens, the signing secret and the
+        database password."""
+        from jitcore.logs import url_password
+
+        found = (self.bot_token, self.signing_secret, self.app_token or "",
+                 url_password(env.get("JIT_DATABASE_URL", "")))
+        return [s for s in found if s]
+
+
 def missing_settings(env: Mapping[str, str]) -> list[str]:
     return [name for name in REQUIRED if not env.get(name, "").strip()]
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
-    # waitress warns "Task queue depth is N" for each request that waits for a thread: in a
-    # burst that is one log line per request, paid for by the acks.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    for noisy in ("apscheduler", "botocore", "slack_bolt", "slack_sdk"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = BotSettings.from_env(os.environ)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)
+    from jitcore import logs
     from jitcore.errors import JitError
+
+    logs.configure(secrets=settings.secrets(os.environ))
+    # waitress warns "Task queue depth is N" for each request that waits for a thread: in a
+    # burst that is one log line per request, paid for by the acks.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
     try:
         run(settings)
@@ -113,11 +122,11 @@ def run(settings: BotSettings) -> None:
     from bot.app import AfterAck, Foreground, build_app
     from bot.directory import SlackDirectory
     from bot.notifier import SlackNotifier
-    from jitcore.bootstrap import Paths, build_service
+    from bot.ops import Readiness, ops_app
+    from jitcore.bootstrap import Paths, build_service, engine_settings
     from jitcore.errors import PolicyError
     from jitcore.policy_file import load_policy
     from jitcore.scheduler import Engine
-    from jitcore.service import EngineSettings
     from jitcore.store import Store, upgrade
 
     paths = Paths.from_env()
@@ -134,8 +143,8 @@ def run(settings: BotSettings) -> None:
     foreground = Foreground()
     notifier = SlackNotifier(client, policy, store, foreground)
     service = build_service(paths, notifier=notifier, directory=SlackDirectory(client),
-                            policy=policy, store=store,
-                            settings=EngineSettings(warn_before=settings.expiry_warning))
+                            policy=policy, store=store, metrics=True,
+                            settings=engine_settings(warn_before=settings.expiry_warning))
     later = AfterAck()
     app = build_app(service, client, settings.signing_secret, later, foreground)
     engine = Engine(service)
@@ -148,6 +157,7 @@ def run(settings: BotSettings) -> None:
     # process: out of the collector's sight, a full collection no longer walks it all and
     # stalls every request in flight for a tenth of a second.
     gc.freeze()
+    readiness = Readiness(store, engine)
     try:
         if settings.app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -155,10 +165,13 @@ def run(settings: BotSettings) -> None:
             handler = SocketModeHandler(app, settings.app_token)
             handler.connect()  # type: ignore[no-untyped-call]
             log.info("jit-bot connected over Socket Mode")
-            stop.wait()
+            serve_http(ops_app(readiness), settings.http_port, stop)  # the probes, /metrics
             handler.close()  # type: ignore[no-untyped-call]
         else:
-            serve_http(app, settings.http_port, stop)
+            from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+            slack = SlackRequestHandler(app, path=EVENTS_PATH)
+            serve_http(ops_app(readiness, slack), settings.http_port, stop)
     finally:
         later.close()
         engine.shutdown()
@@ -167,17 +180,16 @@ def run(settings: BotSettings) -> None:
         log.info("jit-bot stopped")
 
 
-def serve_http(app: Any, port: int, stop: threading.Event) -> None:
-    """Serve Slack's requests with waitress until `stop` is set."""
-    from slack_bolt.adapter.wsgi import SlackRequestHandler
+def serve_http(wsgi_app: Any, port: int, stop: threading.Event) -> None:
+    """Serve `wsgi_app` with waitress until `stop` is set."""
     from waitress.server import create_server
 
-    handler = SlackRequestHandler(app, path=EVENTS_PATH)
-    server = create_server(handler, host="0.0.0.0", port=port, threads=HTTP_THREADS,  # noqa: S104 (Slack must reach it)
+    server = create_server(wsgi_app, host="0.0.0.0", port=port, threads=HTTP_THREADS,  # noqa: S104 (Slack must reach it)
                            backlog=socket.SOMAXCONN, ident="jit-bot")
     thread = threading.Thread(target=server.run, name="jit-http", daemon=True)
     thread.start()
-    log.info("jit-bot listening on http://0.0.0.0:%d%s", port, EVENTS_PATH)
+    log.info("jit-bot listening on http://0.0.0.0:%d (%s, /healthz, /readyz, /metrics)",
+             port, EVENTS_PATH)
     stop.wait()
     server.close()  # finishes the requests being answered (up to 5 s), then closes the sockets
     thread.join(timeout=10)

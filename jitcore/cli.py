@@ -412,9 +412,10 @@ def audit_export(obj: Context, since: datetime | None, output: TextIO) -> None:
 @pass_context
 def run(obj: Context, interval: float, reconcile_every: float) -> None:
     """Run the expiry engine alone (deployments without Slack). Stops on SIGTERM/SIGINT."""
+    from jitcore import logs
     from jitcore.scheduler import Engine
 
-    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    logs.configure(secrets=[logs.url_password(obj.paths.database_url)])
     with _errors():
         _migrate_sqlite(obj.paths.database_url)
         service = obj.service()
@@ -424,7 +425,8 @@ def run(obj: Context, interval: float, reconcile_every: float) -> None:
     _on_signals(lambda: stop.set())
     click.echo(f"jit engine running ({obj.paths.database_url}, {obj.paths.config}); "
                "Ctrl-C to stop", err=True)
-    engine.run_until(stop)
+    with _errors():  # SQLite: another process may hold the engine
+        engine.run_until(stop)
     click.echo("jit engine stopped", err=True)
 
 

@@ -33,6 +33,7 @@ from jitcore.errors import (
     ProviderError,
     RuleLimitExceeded,
 )
+from jitcore.metrics import GrantMetrics
 from jitcore.policy import (
     AzureLocation,
     Decision,
@@ -67,7 +68,7 @@ class EngineSettings:
     retry_cap: timedelta = timedelta(minutes=2)
     slow_retry: timedelta = timedelta(minutes=5)  # pace of retries after CLOSE_FAILED
     lease: timedelta = timedelta(seconds=60)  # how long a claimed cloud step is left alone
-    batch: int = 500  # grants claimed per transaction by the sweep
+    batch: int = 100  # grants claimed per transaction by the sweep (spreads over replicas)
     rules_per_call: int = 100  # rules removed per cloud call
     workers: int = 8  # firewalls worked on at once
     warn_before: timedelta | None = timedelta(minutes=5)  # expiry warning; None: no warning
@@ -120,6 +121,7 @@ class JitService:
         clock: Clock,
         directory: Directory | None = None,
         settings: EngineSettings | None = None,
+        metrics: GrantMetrics | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -128,6 +130,7 @@ class JitService:
         self.clock = clock
         self.directory = directory or NoDirectory()
         self.settings = settings or EngineSettings()
+        self.metrics = metrics
         self._rule_locks: dict[tuple[str, int, str, str], threading.Lock] = {}
         self._rule_locks_guard = threading.Lock()
         self._band_locks: dict[str, threading.Lock] = {}
@@ -141,13 +144,14 @@ class JitService:
         """Record a request (PENDING), or an approved one when policy auto-approves it."""
         groups = self._groups_of(requester)
         check = check_request(self.policy, requester, groups, target, port, duration, source)
+        if check.decision and check.target and check.target.cloud not in self.providers:
+            check = replace(check, decision=Decision(
+                False, Reason.UNKNOWN_TARGET, f"{check.target.name} is on "
+                f"{check.target.cloud}, which this jit has no provider for"))
         if not check.decision:
+            self._count_request("refused")
             raise NotAllowed(check.decision)
         assert check.target and check.port and check.source and check.duration
-        if check.target.cloud not in self.providers:
-            raise NotAllowed(Decision(False, Reason.UNKNOWN_TARGET,
-                                      f"{check.target.name} is on {check.target.cloud}, "
-                                      "which this jit has no provider for"))
         auto = check_auto_approve(check.target, check.port, requester, check.duration, groups)
         now = self.clock.now()
         values = dict(
@@ -169,7 +173,12 @@ class JitService:
                                  EventKind.AUTO_APPROVED,
                                  values=dict(decided_by=POLICY_ACTOR, decided_at=now,
                                              next_attempt_at=now + self.settings.lease)) or row
+        self._count_request("auto_approved" if auto else "approval_needed")
         return RequestResult(repo.to_view(row), bool(auto))
+
+    def _count_request(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.count_request(outcome)
 
     def approve(self, grant_id: int, approver: str) -> GrantView:
         return self._decide(grant_id, approver, Status.APPROVED, "")
@@ -395,11 +404,14 @@ class JitService:
 
     # ---- closing ----------------------------------------------------------------------
 
-    def _claim_closes(self, grant_ids: list[int], reason: CloseReason, actor: str,
+    def _claim_closes(self, grant_ids: list[int] | None, reason: CloseReason, actor: str,
                       note: str = "") -> list[int]:
-        """ACTIVE -> CLOSING for those still ACTIVE, each with its audit event."""
+        """ACTIVE -> CLOSING for those still ACTIVE, each with its audit event. None: the
+        grants due for expiry, claimed in the same transaction (a batch)."""
         now = self.clock.now()
         with self._work() as work:
+            if grant_ids is None:
+                grant_ids = list(repo.due_for_expiry(work.session, now, self.settings.batch))
             rows = repo.transition_many(
                 work.session, grant_ids, Status.ACTIVE, Status.CLOSING,
                 close_reason=reason.value, closed_by=actor, attempts=0,
@@ -533,11 +545,9 @@ class JitService:
 
     def _expire_due(self, report: SweepReport) -> None:
         while True:
-            with self.store.read() as session:
-                due = repo.due_for_expiry(session, self.clock.now(), self.settings.batch)
-            self._close(self._claim_closes(list(due), CloseReason.EXPIRED, ENGINE_ACTOR),
-                        report)
-            if len(due) < self.settings.batch:
+            claimed = self._claim_closes(None, CloseReason.EXPIRED, ENGINE_ACTOR)
+            self._close(claimed, report)
+            if len(claimed) < self.settings.batch:
                 return
 
     def _retry_stalled(self, report: SweepReport) -> None:
@@ -684,6 +694,14 @@ class JitService:
 
     def _publish(self, events: list[GrantEvent]) -> None:
         for event in events:
+            log.info("#%s %s (%s) by %s%s", event.grant.id, event.kind.value,
+                     event.grant.status.value, event.actor,
+                     f": {event.detail}" if event.detail else "",
+                     extra={"grant_id": event.grant.id, "event": event.kind.value,
+                            "status": event.grant.status.value, "actor": event.actor,
+                            "target": event.grant.target})
+            if self.metrics is not None:
+                self.metrics.observe(event)
             try:
                 self.notifier.publish(event)
             except Exception:  # a notification failure must not undo a committed change
@@ -729,11 +747,15 @@ class JitService:
     @contextmanager
     def _rule_locks_for(self, rows: Iterable[Grant]) -> Iterator[None]:
         """Serialise opens and closes of the same port and source, so that a shared rule
-        is not removed while another grant binds to it. Taken in sorted order: no deadlock."""
+        is not removed while another grant binds to it. Taken in sorted order: no deadlock.
+        The thread locks come first, so that one thread per process waits on the database."""
         keys = sorted({(r.target, r.port, r.protocol, r.source) for r in rows})
         with self._rule_locks_guard:
             locks = [self._rule_locks.setdefault(key, threading.Lock()) for key in keys]
         with ExitStack() as stack:
             for lock in locks:
                 stack.enter_context(lock)
+            # Replicas on one PostgreSQL: the same, across processes.
+            stack.enter_context(self.store.exclusive(
+                "rule:" + "/".join(map(str, key)) for key in keys))
             yield

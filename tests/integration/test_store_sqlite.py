@@ -1,14 +1,25 @@
-"""SQLite settings jit relies on: WAL copied back in the background, not in a request."""
+"""SQLite settings jit relies on: WAL copied back in the background, not in a request;
+one engine process per database file."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
+import yaml
 from sqlalchemy import text
 
 from jitcore import audit
+from jitcore.errors import StoreError
 from jitcore.store import Store, upgrade
+from tests.support.policies import aws_policy_data
 
 
 def test_wal_is_checkpointed_by_the_background_call_not_by_writers(tmp_path: Path) -> None:
@@ -35,3 +46,40 @@ def test_checkpoint_on_each_backend(store: Store) -> None:
         assert frames > 0 and copied == frames
     else:  # PostgreSQL checkpoints by itself; there is nothing for jit to do
         assert (frames, copied) == (0, 0)
+
+
+def test_a_second_engine_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jit.db'}"
+    first, second = Store.from_url(url), Store.from_url(url)
+    release = first.claim_engine()
+    with pytest.raises(StoreError, match="another process is already running jit's engine"
+                                         r".*PostgreSQL"):
+        second.claim_engine()
+    release()  # the first one stops: now the second may run the engine
+    second.claim_engine()()
+    first.dispose()
+    second.dispose()
+
+
+def test_a_second_jit_run_on_one_sqlite_file_exits_with_the_reason(
+        tmp_path: Path, aws_group: Any) -> None:
+    config = tmp_path / "jit.yaml"
+    config.write_text(yaml.safe_dump(aws_policy_data(aws_group.group_id)))
+    env = {**os.environ, "JIT_CONFIG": str(config),
+           "JIT_DATABASE_URL": f"sqlite:///{tmp_path / 'jit.db'}"}
+    command = [sys.executable, "-m", "jitcore", "run"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "jit.db-engine.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the lock file appears just before it is locked
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1
+        assert "another process is already running jit's engine" in second.stderr
+        assert first.poll() is None  # the first one keeps running
+    finally:
+        first.send_signal(signal.SIGTERM)
+        output, _ = first.communicate(timeout=20)
+    assert first.returncode == 0, output

@@ -1,0 +1,77 @@
+"""The operations endpoints, served beside Slack's on the HTTP port (in Socket Mode, alone):
+
+    GET /healthz   200 while the process can answer at all (a liveness probe)
+    GET /readyz    200 when the database answers and the expiry engine is sweeping, else
+                   503 with the reason (a readiness probe: take the replica out of rotation)
+    GET /metrics   Prometheus text format (prometheus-client), see jitcore.metrics
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
+
+from jitcore.errors import StoreError
+from jitcore.scheduler import Engine
+from jitcore.store import Store
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# Not ready when the last completed sweep is older than this (a stuck or dead engine).
+STALE_SWEEP = timedelta(minutes=2)
+
+
+class Readiness:
+    def __init__(self, store: Store, engine: Engine, stale_after: timedelta = STALE_SWEEP,
+                 started_at: datetime | None = None) -> None:
+        self._store = store
+        self._engine = engine
+        self._stale_after = stale_after
+        self._started_at = started_at or datetime.now(UTC)
+
+    def check(self) -> str | None:
+        """None when ready, else why not."""
+        if not self._engine.running:
+            return "the expiry engine is not running"
+        try:
+            self._store.ping()
+        except StoreError as exc:
+            return str(exc)
+        last = self._engine.last_sweep_at or self._started_at
+        if datetime.now(UTC) - last > self._stale_after:
+            return f"the expiry engine has not completed a sweep since {last:%H:%M:%S}Z"
+        return None
+
+
+def _text(start_response: Callable[..., Any], status: str, body: str) -> list[bytes]:
+    data = (body + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(data))),
+                            ("Cache-Control", "no-store")])
+    return [data]
+
+
+def ops_app(readiness: Readiness, slack: WsgiApp | None = None,
+            registry: CollectorRegistry = REGISTRY) -> WsgiApp:
+    """A WSGI app answering the operations paths and handing the rest to `slack`."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return _text(start_response, "200 OK", "ok")
+        if path == "/readyz":
+            problem = readiness.check()
+            if problem is None:
+                return _text(start_response, "200 OK", "ready")
+            return _text(start_response, "503 Service Unavailable", f"not ready: {problem}")
+        if path == "/metrics":
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        if slack is not None:
+            return slack(environ, start_response)
+        return _text(start_response, "404 Not Found", "not found")
+
+    return app
