@@ -700,9 +700,9 @@ class JitService:
                      extra={"grant_id": event.grant.id, "event": event.kind.value,
                             "status": event.grant.status.value, "actor": event.actor,
                             "target": event.grant.target})
-            if self.metrics is not None:
-                self.metrics.observe(event)
             try:
+                if self.metrics is not None:
+                    self.metrics.observe(event)
                 self.notifier.publish(event)
             except Exception:  # a notification failure must not undo a committed change
                 log.exception("notifier failed for %s #%s", event.kind, event.grant.id)
