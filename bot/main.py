@@ -95,13 +95,20 @@ def missing_settings(env: Mapping[str, str]) -> list[str]:
 
 
 def main() -> None:
+    from jitcore import logs
+    from jitcore.bootstrap import engine_settings
+    from jitcore.errors import JitError
+    from jitcore.errors import SettingsError as EngineSettingsError
+
     try:
         settings = BotSettings.from_env(os.environ)
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
+        engine_settings(os.environ)  # JIT_LEASE, JIT_SWEEP_BATCH: checked before anything runs
+        logs.check_format(os.environ)
+    except (SettingsError, EngineSettingsError) as exc:
+        message = str(exc)
+        print(message if message.startswith("jit-bot cannot start") else
+              f"jit-bot cannot start: {message}", file=sys.stderr)
         sys.exit(2)
-    from jitcore import logs
-    from jitcore.errors import JitError
 
     logs.configure(secrets=settings.secrets(os.environ))
     # waitress warns "Task queue depth is N" for each request that waits for a thread: in a

@@ -20,8 +20,11 @@ from jitcore.store import Store
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-# Not ready when the last completed sweep is older than this (a stuck or dead engine).
+# Not ready when no sweep has completed for this long and none is running: a dead engine.
+# A sweep that runs this long (a burst of expiries on a throttled cloud) counts as alive
+# until it has run for STUCK_SWEEP.
 STALE_SWEEP = timedelta(minutes=2)
+STUCK_SWEEP = timedelta(minutes=15)
 
 
 class Readiness:
@@ -40,9 +43,15 @@ class Readiness:
             self._store.ping()
         except StoreError as exc:
             return str(exc)
-        last = self._engine.last_sweep_at or self._started_at
-        if datetime.now(UTC) - last > self._stale_after:
-            return f"the expiry engine has not completed a sweep since {last:%H:%M:%S}Z"
+        now = datetime.now(UTC)
+        done = self._engine.last_sweep_at or self._started_at
+        began = self._engine.sweep_started_at
+        if began is not None and began > done:  # one is running now
+            if now - began > STUCK_SWEEP:
+                return f"the expiry engine's sweep has been running since {began:%H:%M:%S}Z"
+            return None
+        if now - done > self._stale_after:
+            return f"the expiry engine has not completed a sweep since {done:%H:%M:%S}Z"
         return None
 
 

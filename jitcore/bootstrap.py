@@ -56,8 +56,6 @@ def engine_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> E
             values["lease"] = parse_duration(lease)
         except ValueError as exc:
             raise SettingsError(f"{LEASE_ENV}={lease!r}: {exc}") from None
-        if values["lease"].total_seconds() < 1:
-            raise SettingsError(f"{LEASE_ENV}={lease!r}: use at least 1s")
     batch = env.get(BATCH_ENV, "").strip()
     if batch:
         if not (batch.isascii() and batch.isdigit()) or not 1 <= int(batch) <= 10_000:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ from jitcore.domain import HOLDS_RULE, GrantView, Status, format_duration
 from jitcore.errors import JitError
 from jitcore.policy import AwsLocation, Policy
 from jitcore.store import Store, repository, upgrade
+from jitcore.store.db import redacted_url
 
 if TYPE_CHECKING:
     from jitcore.service import JitService
@@ -415,6 +417,8 @@ def run(obj: Context, interval: float, reconcile_every: float) -> None:
     from jitcore import logs
     from jitcore.scheduler import Engine
 
+    with _errors():
+        logs.check_format(os.environ)
     logs.configure(secrets=[logs.url_password(obj.paths.database_url)])
     with _errors():
         _migrate_sqlite(obj.paths.database_url)
@@ -423,7 +427,8 @@ def run(obj: Context, interval: float, reconcile_every: float) -> None:
                     timedelta(seconds=reconcile_every) if reconcile_every > 0 else None)
     stop = threading.Event()
     _on_signals(lambda: stop.set())
-    click.echo(f"jit engine running ({obj.paths.database_url}, {obj.paths.config}); "
+    click.echo(f"jit engine running ({redacted_url(obj.paths.database_url)}, "
+               f"{obj.paths.config}); "
                "Ctrl-C to stop", err=True)
     with _errors():  # SQLite: another process may hold the engine
         engine.run_until(stop)

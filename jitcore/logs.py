@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -69,8 +69,19 @@ def url_password(url: str) -> str:
 
     try:
         return make_url(url).password or ""
-    except ArgumentError:
-        return ""
+    except (ArgumentError, ValueError):  # unreadable (a bad port, say): find it by its shape
+        found = re.search(r"://[^/:@]*:([^@/]*)@", url)
+        return found.group(1) if found else ""
+
+
+def check_format(env: Mapping[str, str]) -> None:
+    """SettingsError unless JIT_LOG_FORMAT is unset, json or text."""
+    from jitcore.errors import SettingsError
+
+    chosen = env.get(FORMAT_ENV, "").strip().lower()
+    if chosen not in ("", "json", "text"):
+        raise SettingsError(f"{FORMAT_ENV}={env[FORMAT_ENV]!r}: use json or text (unset: "
+                            "json unless stdout is a terminal)")
 
 
 def configure(*, level: int = logging.INFO, secrets: Iterable[str] = (),
@@ -90,6 +101,7 @@ def configure(*, level: int = logging.INFO, secrets: Iterable[str] = (),
     root.addHandler(handler)
     root.setLevel(level)
     # Chatty libraries: their warnings matter, their progress does not.
-    for noisy in ("apscheduler", "botocore", "urllib3", "azure", "slack_bolt", "slack_sdk"):
+    for noisy in ("alembic", "apscheduler", "botocore", "urllib3", "azure", "slack_bolt",
+                  "slack_sdk"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return chosen

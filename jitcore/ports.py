@@ -157,16 +157,16 @@ class NoDirectory:
 
 
 class LogNotifier:
-    """The CLI's notifier: one log line per event."""
+    """The CLI's notifier. The service already logs every event (at INFO, or WARNING for
+    an alert), so events go out here at DEBUG only; free-standing alerts at WARNING."""
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._log = logger or logging.getLogger("jit.events")
 
     def publish(self, event: GrantEvent) -> None:
         grant = event.grant
-        level = logging.WARNING if event.alert else logging.INFO
         self._log.log(
-            level, "jit %s %s %s %s %s/%s by %s%s", grant.label, event.kind.value,
+            logging.DEBUG, "jit %s %s %s %s %s/%s by %s%s", grant.label, event.kind.value,
             grant.service, grant.target, grant.source, grant.protocol, event.actor,
             f": {event.detail}" if event.detail else "",
         )

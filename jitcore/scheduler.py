@@ -34,7 +34,8 @@ class Engine:
         self.posture_every = posture_every
         self._scheduler: BackgroundScheduler | None = None
         self._release: Callable[[], None] = _nothing
-        self.last_sweep_at: datetime | None = None
+        self.last_sweep_at: datetime | None = None  # when the last sweep completed
+        self.sweep_started_at: datetime | None = None  # when the latest one began
 
     def start(self) -> None:
         """Start ticking; the first sweep runs at once, closing whatever came due while down.
@@ -63,6 +64,7 @@ class Engine:
         self._scheduler = scheduler
 
     def sweep(self) -> None:
+        self.sweep_started_at = datetime.now(UTC)
         try:
             report = self.service.sweep()
         except Exception:  # the next tick reads the database again; never stop ticking

@@ -14,7 +14,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -603,11 +603,17 @@ class JitService:
         where = f"{rule.ref} ({rule.source} -> port {rule.port}) in {rule.scope} on {target.name}"
         if dry_run:
             return orphan
-        try:
-            self.providers[target.cloud].close_rules(target, rule.scope, [rule.ref])
-        except ProviderError as exc:
-            self._tell_alert(f"orphan rule {where} could not be removed: {exc}")
-            return replace(orphan, error=str(exc))
+        # Under the lock an open takes before it adopts an existing rule (in this process and
+        # in other replicas): a grant that bound to the rule meanwhile keeps it.
+        with self._locks_of_rules([(target.name, rule.port, rule.protocol, rule.source)]):
+            with self.store.read() as session:
+                if repo.holders_of(session, rule.scope, [rule.ref]):
+                    return replace(orphan, error="adopted by a grant meanwhile: kept")
+            try:
+                self.providers[target.cloud].close_rules(target, rule.scope, [rule.ref])
+            except ProviderError as exc:
+                self._tell_alert(f"orphan rule {where} could not be removed: {exc}")
+                return replace(orphan, error=str(exc))
         now = self.clock.now()
         with self._work() as work:
             handle = repo.live_handle(work.session, rule.scope, rule.ref)
@@ -694,12 +700,13 @@ class JitService:
 
     def _publish(self, events: list[GrantEvent]) -> None:
         for event in events:
-            log.info("#%s %s (%s) by %s%s", event.grant.id, event.kind.value,
-                     event.grant.status.value, event.actor,
-                     f": {event.detail}" if event.detail else "",
-                     extra={"grant_id": event.grant.id, "event": event.kind.value,
-                            "status": event.grant.status.value, "actor": event.actor,
-                            "target": event.grant.target})
+            log.log(logging.WARNING if event.alert else logging.INFO,
+                    "#%s %s (%s) by %s%s", event.grant.id, event.kind.value,
+                    event.grant.status.value, event.actor,
+                    f": {event.detail}" if event.detail else "",
+                    extra={"grant_id": event.grant.id, "event": event.kind.value,
+                           "status": event.grant.status.value, "actor": event.actor,
+                           "target": event.grant.target})
             try:
                 if self.metrics is not None:
                     self.metrics.observe(event)
@@ -744,12 +751,17 @@ class JitService:
         return frozenset(h for h in self.policy.group_handles()
                          if user in self.directory.members(h))
 
-    @contextmanager
-    def _rule_locks_for(self, rows: Iterable[Grant]) -> Iterator[None]:
+    def _rule_locks_for(self, rows: Iterable[Grant]) -> AbstractContextManager[None]:
         """Serialise opens and closes of the same port and source, so that a shared rule
-        is not removed while another grant binds to it. Taken in sorted order: no deadlock.
-        The thread locks come first, so that one thread per process waits on the database."""
-        keys = sorted({(r.target, r.port, r.protocol, r.source) for r in rows})
+        is not removed while another grant binds to it."""
+        return self._locks_of_rules([(r.target, r.port, r.protocol, r.source) for r in rows])
+
+    @contextmanager
+    def _locks_of_rules(self, wanted: Iterable[tuple[str, int, str, str]]) -> Iterator[None]:
+        """The locks of these (target, port, protocol, source) keys, taken in sorted order
+        (no deadlock). The thread locks come first, so that one thread per process waits on
+        the database."""
+        keys = sorted(set(wanted))
         with self._rule_locks_guard:
             locks = [self._rule_locks.setdefault(key, threading.Lock()) for key in keys]
         with ExitStack() as stack:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -43,16 +44,17 @@ def make_engine(url: str = DEFAULT_DATABASE_URL, **kwargs: Any) -> Engine:
     """An engine with the settings jit relies on for each backend."""
     try:
         return _make_engine(url, **kwargs)
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        raise StoreError(f"{_redacted(url)} is not a usable database URL: use sqlite:///PATH "
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
+        raise StoreError(f"{redacted_url(url)} is not a usable database URL: use sqlite:///PATH "
                          "or postgresql+psycopg://USER:PASSWORD@HOST/DB") from exc
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
+    """The URL with its password masked, fit for a message or a log line."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return repr(url)
+    except (ArgumentError, ValueError):  # unreadable: still mask what looks like a password
+        return repr(re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url))
 
 
 def _make_engine(url: str, **kwargs: Any) -> Engine:

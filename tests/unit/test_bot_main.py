@@ -70,3 +70,21 @@ def test_missing_settings_in_order() -> None:
     assert missing_settings({BOT_TOKEN: "xoxb-1"}) == [SIGNING_SECRET]
     assert missing_settings({SIGNING_SECRET: "s", BOT_TOKEN: "\t"}) == [BOT_TOKEN]
     assert missing_settings({BOT_TOKEN: "xoxb-1", SIGNING_SECRET: "s"}) == []
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("JIT_LEASE", "soon", "JIT_LEASE='soon'"),
+    ("JIT_LEASE", "0s", "must be longer than zero"),
+    ("JIT_SWEEP_BATCH", "0", "JIT_SWEEP_BATCH='0': use a whole number from 1 to 10000"),
+    ("JIT_LOG_FORMAT", "xml", "JIT_LOG_FORMAT='xml': use json or text"),
+])
+def test_malformed_engine_or_log_setting_stops_before_anything_runs(
+        name: str, value: str, says: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "JIT_"))}
+    env.update({BOT_TOKEN: "xoxb-1", SIGNING_SECRET: "s3cret", name: value})
+    result = subprocess.run(COMMANDS["jit-bot"], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("jit-bot cannot start: ")
+    assert says in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "jit.db").exists()  # nothing was created
