@@ -14,6 +14,7 @@ from moto.server import ThreadedMotoServer
 
 # The local Azure Resource Manager the real azure-mgmt-network SDK talks to over HTTPS.
 from tests.support.azure import arm_emulator  # noqa: F401
+from tests.support.cloud_calls import cloud_calls, pytest_collection_modifyitems  # noqa: F401
 
 # Database, clock and notifier fixtures, registered once for every suite (a session
 # fixture imported by two conftest files would be two fixtures fighting over one database).

@@ -173,7 +173,7 @@ class AzureProvider:
             p = rule.properties
             owned.append(OwnedRule(
                 scope=location.nsg_id, ref=str(rule.name), grant_id=int(match.group(1)),
-                port=_port(p.destination_port_range), protocol=str(p.protocol).lower(),
+                port=_port(p.destination_port_range), protocol=_text(p.protocol).lower(),
                 source=str(p.source_address_prefix
                            or ",".join(p.source_address_prefixes or []))))
         return owned
@@ -182,7 +182,7 @@ class AzureProvider:
         """Inbound priorities taken in the target's NSG, by anyone (for the service's choice)."""
         return {int(rule.properties.priority) for rule in self._rules(_azure(target))
                 if rule.properties is not None and rule.properties.priority is not None
-                and str(rule.properties.direction) == "Inbound"}
+                and _text(rule.properties.direction).lower() == "inbound"}
 
     def warm(self, target: Target) -> None:
         """Build the target's ARM client now (no call to Azure), before requests arrive."""
@@ -516,3 +516,9 @@ def _deny_rules(target: Target, location: AzureLocation,
             "priority": next(free), "direction": "Inbound",
             "description": f"jit: {port.name} closed by default on {target.name}"}})
     return denies
+
+
+def _text(value: object) -> str:
+    """An SDK enum member's wire value ("Inbound"), or the string the SDK left as it was:
+    str() of a str-mixin enum is its qualified name ("SecurityRuleDirection.INBOUND")."""
+    return str(getattr(value, "value", value))

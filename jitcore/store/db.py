@@ -186,7 +186,9 @@ class Store:
         if self.dialect != "postgresql" or not keys:
             yield
             return
-        with self.engine.connect() as conn:
+        # Autocommit: the locks are the session's, and no transaction (with its snapshot)
+        # stays open while the cloud call runs.
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             try:
                 for key in keys:
                     conn.execute(_ADVISORY_LOCK, {"space": _NAMED_LOCKS, "key": key})

@@ -63,14 +63,14 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import trustme
@@ -678,6 +678,10 @@ class ArmEmulator(LocalServer):
     `seed`: for `faults.conflict_rate`.
     """
 
+    # Session-wide listeners (tests/support/cloud_calls.py): every emulator calls each one with
+    # every call it records and that request's headers, holding its lock (so: be quick).
+    observers: ClassVar[list[Callable[[Call, Message], None]]] = []
+
     def __init__(self, *, op_delay: float = 0.0, retry_after: int = 0,
                  page_size: int | None = None, seed: int | None = 0) -> None:
         self._lock = threading.RLock()
@@ -999,8 +1003,11 @@ class ArmEmulator(LocalServer):
                 error_code = exc.code
                 extra = [*extra, *self._error_headers(exc)]
             reply = self._reply(request, status, reply_body, extra)
-            self._calls.append(Call(method, parts.path, dict(query), status, request.operation,
-                                    at, error_code))
+            call = Call(method, parts.path, dict(query), status, request.operation, at,
+                        error_code)
+            self._calls.append(call)
+            for observer in ArmEmulator.observers:
+                observer(call, headers)
             return reply
 
     def _serve(self, request: _Request) -> tuple[int, Json | None, list[tuple[str, str]]]:

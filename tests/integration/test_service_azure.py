@@ -153,6 +153,18 @@ def test_a_rule_jit_did_not_make_moves_jit_to_the_next_priority(
     assert len([c for c in emulator.calls if c.error_code == "SecurityRuleConflict"]) == 1
 
 
+def test_one_conflict_teaches_every_priority_others_hold(
+        service: JitService, emulator: ArmEmulator) -> None:
+    for priority, port in ((100, 443), (101, 80), (102, 8443)):
+        emulator.add_rule(SUBSCRIPTION, RG, NSG, f"allow-{port}",
+                          rule_properties(priority, port, source="*", destination="*"))
+    opened = service.open(approved(service))
+    assert opened.status is Status.ACTIVE, opened.error
+    assert jit_rules(emulator)[f"jit-{opened.id}"]["priority"] == 103
+    # After the first refusal the NSG's rules were read once: no second conflict.
+    assert len([c for c in emulator.calls if c.error_code == "SecurityRuleConflict"]) == 1
+
+
 def test_throttling_is_retried_after_the_time_arm_asks(service: JitService,
                                                       emulator: ArmEmulator) -> None:
     gid = approved(service)
