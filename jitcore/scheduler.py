@@ -111,6 +111,7 @@ class Engine:
 
     def shutdown(self, wait: bool = True) -> None:
         if self._scheduler is not None and self._scheduler.running:
+            self.service.stop()  # a sweep in a burst ends after its batch, not the burst
             self._scheduler.shutdown(wait=wait)
         self._release()
         self._release = _nothing

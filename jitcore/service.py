@@ -131,6 +131,7 @@ class JitService:
         self.directory = directory or NoDirectory()
         self.settings = settings or EngineSettings()
         self.metrics = metrics
+        self._stopping = threading.Event()
         self._rule_locks: dict[tuple[str, int, str, str], threading.Lock] = {}
         self._rule_locks_guard = threading.Lock()
         self._band_locks: dict[str, threading.Lock] = {}
@@ -544,11 +545,16 @@ class JitService:
         return report
 
     def _expire_due(self, report: SweepReport) -> None:
-        while True:
+        while not self._stopping.is_set():  # a batch is claimed and closed, or not begun
             claimed = self._claim_closes(None, CloseReason.EXPIRED, ENGINE_ACTOR)
             self._close(claimed, report)
             if len(claimed) < self.settings.batch:
                 return
+
+    def stop(self) -> None:
+        """Ask a running sweep to finish the batch in hand and return (at shutdown):
+        what is still due is left for the next process, or another replica."""
+        self._stopping.set()
 
     def _retry_stalled(self, report: SweepReport) -> None:
         now = self.clock.now()

@@ -93,3 +93,23 @@ def test_due_grants_are_closed_once(replicas: list[tuple[JitService, RecordingNo
     assert jit_rule_ids(aws_group.ec2, aws_group.group_id) == set()
     for gid in ids:
         assert audit_actions(replicas[0][0].store, gid)[-2:] == ["closing", "closed"]
+
+
+def test_a_stopping_replica_finishes_its_batch_and_leaves_the_rest(
+        replicas: list[tuple[JitService, RecordingNotifier]], clock: ManualClock) -> None:
+    (first, told), (second, _) = replicas
+    ids = _open_grants(first, minutes=10)
+    clock.advance(timedelta(minutes=11))
+    publish = told.publish
+
+    def stop_at_first_close(event: Any) -> None:  # SIGTERM arrives mid-burst
+        publish(event)
+        if event.kind is EventKind.CLOSED:
+            first.stop()
+
+    told.publish = stop_at_first_close  # type: ignore[method-assign]
+    report = first.sweep()
+    assert len(report.closed) == 7  # the batch in hand, then it returned
+    statuses = Counter(first.get(gid).status for gid in ids)
+    assert statuses == {Status.CLOSED: 7, Status.ACTIVE: GRANTS - 7}  # nothing half-done
+    assert len(second.sweep().closed) == GRANTS - 7  # another replica takes the rest
