@@ -37,27 +37,21 @@ many grants each replica closed (counted from its JSON log lines), their exit co
 warning lines (by message), moto's peak RSS, and the checks below.
 
 Checked, for each N (a failure is listed in the context, and the exit status is 1): every
-replica exits 0 on SIGTERM within 15 s (else SIGKILL: a sweep in progress runs until nothing
-due is left, so a replica stopped before the drain ends waits for the whole drain); every
-grant is CLOSED and has exactly one `closed` audit event; the audit chain verifies
-(jitcore.audit.verify); no jit rule is left in moto's 100 groups; no replica logged an error
-or a traceback; the replicas' logs count as many closes as the database holds.
+replica exits 0 on SIGTERM within 15 s (else SIGKILL); every grant is CLOSED and has exactly
+one `closed` audit event; the audit chain verifies (jitcore.audit.verify); no jit rule is
+left in moto's 100 groups; no replica logged an error or a traceback; the replicas' logs
+count as many closes as the database holds.
 
-What bounds scaling, on a 2-core machine: moto first. It is one Python process (one GIL)
-serving every replica, and its DescribeSecurityGroupRules copies every rule it holds in the
-region on each call, whatever the filter: about 25 ms of moto CPU a call with 1,000 rules in
-moto and 105 ms with 5,000 (RevokeSecurityGroupIngress: about 5 ms). jit confirms each
-removal with one such call per group and batch, and with the grants spread round-robin over
-100 groups, a sweep batch of 100 holds one grant per group: one revoke and one describe per
-grant. So moto spends 35-40 ms of CPU per close, and its one core caps all the replicas
-together at roughly 25 closes/s however many run: more replicas only leave moto less idle
-time between calls. Then moto shares the 2 cores with the N replicas and PostgreSQL. Read
-the ratio as a statement about moto on this machine, not about jit against AWS, which
-filters server-side. (JIT_SWEEP_BATCH set larger in the environment puts several grants of
-a group into one pair of calls.) Other people's tests on the same machine make every figure
-noisy: compare runs made close together, and run it more than once before concluding.
-PostgreSQL's own CPU is not measured. Takes about 20-25 minutes today: 1 minute per N
-opening the 5,000 rules in moto, the rest the drains (about 6 minutes for one replica).
+What bounds scaling, on a 2-core machine: the cores. moto is one Python process (one GIL)
+serving every replica, and shares the 2 cores with the N replicas and PostgreSQL (whose CPU
+is not measured). A sweep claims a target's due grants together (JIT_SWEEP_BATCH at a time),
+so a batch of 100 costs about two revokes and two describes, not one of each per grant; the
+replicas then take turns at moto. moto's DescribeSecurityGroupRules copies every rule it
+holds in the region on each call, whatever the filter (about 25 ms with 1,000 rules, 105 ms
+with 5,000): against AWS, which filters server-side, the cloud's share is smaller. Other
+people's work on the same machine makes every figure noisy: compare runs made close
+together. Takes about 4-5 minutes: 1 minute per N opening the 5,000 rules in moto, then
+10-20 s of drain.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -198,7 +199,15 @@ def serve_http(wsgi_app: Any, port: int, stop: threading.Event) -> None:
     log.info("jit-bot listening on http://0.0.0.0:%d (%s, /healthz, /readyz, /metrics)",
              port, EVENTS_PATH)
     stop.wait()
-    server.close()  # finishes the requests being answered (up to 5 s), then closes the sockets
+    # The requests being answered finish first (up to 5 s); closing the server before would
+    # close the trigger their answers use to wake the I/O loop (EBADF in the log). Their
+    # answers are then flushed by the loop, and the sockets closed.
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and any(
+            getattr(channel, "total_outbufs_len", 0) for channel in list(server._map.values())):
+        time.sleep(0.02)
+    server.close()
     thread.join(timeout=10)
 
 

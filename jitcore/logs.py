@@ -47,18 +47,21 @@ class _Redacting(logging.Formatter):
 
 class JsonFormatter(_Redacting):
     def format(self, record: logging.LogRecord) -> str:
+        # Each string is redacted before encoding: in the encoded line a secret may appear
+        # escaped (a quote, a backslash) and a token may follow "\n" (no word boundary).
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
                   .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": self.redact(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                line[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
+                line[key] = (value if value is None or isinstance(value, (int, float, bool))
+                             else self.redact(str(value)))
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+            line["exc"] = self.redact(self.formatException(record.exc_info))
         return self.redact(json.dumps(line, ensure_ascii=False, default=str))
 
 
