@@ -128,22 +128,28 @@ def test_three_replicas_close_each_rule_once_and_survive_a_kill(
         env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url, "JIT_CONFIG": str(config),
                "JIT_DATABASE_URL": db_url, "JIT_LEASE": "3s", "JIT_SWEEP_BATCH": "20",
                "JIT_LOG_FORMAT": "json"}
-        procs.extend(subprocess.Popen(
-            [sys.executable, "-m", "jitcore", "run", "--interval", "0.2",
-             "--reconcile-every", "0"], env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(REPLICAS))
+        # Output to files: a pipe nobody reads fills up, and a process logging into it stops.
+        logs = [tmp_path / f"replica-{n}.log" for n in range(REPLICAS)]
+        for log in logs:
+            with log.open("w") as out:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "jitcore", "run", "--interval", "0.2",
+                     "--reconcile-every", "0"], env=env, text=True, stdout=out,
+                    stderr=subprocess.STDOUT))
         try:
             deadline = time.monotonic() + 90
             while _count(store, Status.CLOSED) < len(rules) and time.monotonic() < deadline:
-                for proc in procs:
+                for proc, log in zip(procs, logs, strict=True):
                     if proc.pid != killed.get("pid"):
-                        assert proc.poll() is None, proc.communicate()[0]
+                        assert proc.poll() is None, log.read_text()
                 time.sleep(0.2)
         finally:
             for proc in procs:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
-            outputs = [proc.communicate(timeout=30)[0] for proc in procs]
+            for proc in procs:
+                proc.wait(timeout=30)
+            outputs = [log.read_text() for log in logs]
         answered = list(proxy.answered)
 
     # One process died mid-sweep, holding claimed grants; the other two finished its work.
@@ -151,7 +157,10 @@ def test_three_replicas_close_each_rule_once_and_survive_a_kill(
     assert killed["closing_then"] > 0, "nothing was in flight when the process died"
     survivors = [p for p in procs if p.pid != killed["pid"]]
     assert all(p.returncode == 0 for p in survivors), outputs
-    assert _count(store, Status.CLOSED) == len(rules), "not every grant was closed"
+    statuses = {s.value: n for s in Status if (n := _count(store, s))}
+    assert statuses == {"CLOSED": len(rules)}, "not every grant was closed"
+    assert not [line for out in outputs for line in out.splitlines()
+                if '"level": "error"' in line], "a replica logged an error"
     for group in groups:
         assert jit_rule_ids(ec2, group) == set(), f"rules left open in {group}"
 
