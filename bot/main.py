@@ -124,7 +124,9 @@ def main() -> None:
 
 
 def run(settings: BotSettings) -> None:
+    from slack_bolt.error import BoltError
     from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
     from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
     from bot.app import AfterAck, Foreground, build_app
@@ -132,7 +134,7 @@ def run(settings: BotSettings) -> None:
     from bot.notifier import SlackNotifier
     from bot.ops import Readiness, ops_app
     from jitcore.bootstrap import Paths, build_service, engine_settings
-    from jitcore.errors import PolicyError
+    from jitcore.errors import JitError, PolicyError
     from jitcore.policy_file import load_policy
     from jitcore.scheduler import Engine
     from jitcore.store import Store, upgrade
@@ -154,7 +156,13 @@ def run(settings: BotSettings) -> None:
                             policy=policy, store=store, metrics=True,
                             settings=engine_settings(warn_before=settings.expiry_warning))
     later = AfterAck()
-    app = build_app(service, client, settings.signing_secret, later, foreground)
+    try:  # Bolt checks the token with auth.test here: the first call to Slack
+        app = build_app(service, client, settings.signing_secret, later, foreground)
+    except (OSError, SlackApiError, BoltError) as exc:  # unreachable, or the token refused
+        notifier.close()
+        store.dispose()
+        raise JitError(f"cannot check the bot token with Slack at "
+                       f"{settings.api_url or WebClient.BASE_URL}auth.test: {exc}") from None
     engine = Engine(service)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

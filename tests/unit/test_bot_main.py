@@ -88,3 +88,21 @@ def test_malformed_engine_or_log_setting_stops_before_anything_runs(
     assert result.stderr.startswith("jit-bot cannot start: ")
     assert says in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "jit.db").exists()  # nothing was created
+
+
+def test_slack_unreachable_at_start_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "jit.yaml").write_text(
+        "slack: {approvals_channel: C0APPROVE, audit_channel: C0AUDIT}\n"
+        "defaults: {approvers: [U0LEAD1]}\n"
+        "targets:\n  prod-db:\n    aws: {region: us-east-1, security_group_id: sg-0abc1234}\n"
+        "    ports: {ssh: 22}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "JIT_"))}
+    env.update({BOT_TOKEN: "xoxb-1", SIGNING_SECRET: "s3cret-value",
+                "SLACK_API_URL": "http://127.0.0.1:9/api/", "JIT_LOG_FORMAT": "json"})
+    result = subprocess.run(COMMANDS["jit-bot"], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(
+        "jit-bot cannot start: cannot check the bot token with Slack at "
+        "http://127.0.0.1:9/api/auth.test")
+    assert "Traceback" not in result.stderr + result.stdout
