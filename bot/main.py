@@ -215,7 +215,11 @@ def serve_http(wsgi_app: Any, port: int, stop: threading.Event) -> None:
     while time.monotonic() < deadline and any(
             getattr(channel, "total_outbufs_len", 0) for channel in list(server._map.values())):
         time.sleep(0.02)
-    server.close()
+    # Close every socket from the I/O loop's own thread (closing them from here while it
+    # sits in select() fails it with EBADF); with nothing left to watch, the loop ends.
+    from waitress import wasyncore
+
+    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
     thread.join(timeout=10)
 
 
