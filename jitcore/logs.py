@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from jitcore.store.db import url_password as url_password  # for the callers' secrets
+
 FORMAT_ENV = "JIT_LOG_FORMAT"
 REDACTED = "[redacted]"
 _TOKEN = re.compile(r"\bx(?:ox[abposre]|app)-[A-Za-z0-9-]+")
@@ -62,19 +64,7 @@ class JsonFormatter(_Redacting):
                              else self.redact(str(value)))
         if record.exc_info:
             line["exc"] = self.redact(self.formatException(record.exc_info))
-        return self.redact(json.dumps(line, ensure_ascii=False, default=str))
-
-
-def url_password(url: str) -> str:
-    """The password in a database URL ("" if none, or if the URL does not parse)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).password or ""
-    except (ArgumentError, ValueError):  # unreadable (a bad port, say): find it by its shape
-        found = re.search(r"://[^/:@]*:([^@/]*)@", url)
-        return found.group(1) if found else ""
+        return json.dumps(line, ensure_ascii=False)  # every string in it is redacted
 
 
 def check_format(env: Mapping[str, str]) -> None:

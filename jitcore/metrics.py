@@ -39,27 +39,27 @@ class GrantMetrics:
     """The counters and histograms of one process, and what moves them."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        where = registry
         self.requests = Counter(
             "jit_requests", "Access requests, by outcome: approval_needed, auto_approved, "
-            "refused (by policy)", ["outcome"], registry=where)
+            "refused (by policy)", ["outcome"], registry=registry)
         self.opened = Counter("jit_grants_opened", "Grants whose rule was put in place",
-                              ["cloud"], registry=where)
+                              ["cloud"], registry=registry)
         self.open_failures = Counter("jit_open_failures", "Grants whose rule could not be "
-                                     "put in place (FAILED)", ["cloud"], registry=where)
+                                     "put in place (FAILED)", ["cloud"], registry=registry)
         self.closed = Counter("jit_grants_closed", "Grants closed, by reason (expired, "
-                              "revoked, ...)", ["cloud", "reason"], registry=where)
+                              "revoked, ...)", ["cloud", "reason"], registry=registry)
         self.close_failures = Counter("jit_close_failures", "Failed attempts to remove a "
-                                      "grant's rule (each retry counts)", ["cloud"], registry=where)
+                                      "grant's rule (each retry counts)", ["cloud"],
+                                      registry=registry)
         self.close_failed = Counter("jit_close_failed", "Grants that ran out of close "
                                     "attempts: CLOSE_FAILED, alerted, the rule may still be "
-                                    "open", ["cloud"], registry=where)
+                                    "open", ["cloud"], registry=registry)
         self.open_seconds = Histogram("jit_open_seconds", "From claiming an open to its rule "
                                       "being recorded in place", ["cloud"],
-                                      buckets=_LATENCY_BUCKETS, registry=where)
+                                      buckets=_LATENCY_BUCKETS, registry=registry)
         self.close_seconds = Histogram("jit_close_seconds", "From claiming a close (expiry "
                                        "or revoke) to its rule being recorded removed",
-                                       ["cloud"], buckets=_LATENCY_BUCKETS, registry=where)
+                                       ["cloud"], buckets=_LATENCY_BUCKETS, registry=registry)
         self._started: dict[tuple[int, EventKind], datetime] = {}
         self._lock = threading.Lock()
 

@@ -49,12 +49,25 @@ def make_engine(url: str = DEFAULT_DATABASE_URL, **kwargs: Any) -> Engine:
                          "or postgresql+psycopg://USER:PASSWORD@HOST/DB") from exc
 
 
+# user:password@ in a URL SQLAlchemy cannot read (a bad port, say).
+_PASSWORD_IN_URL = re.compile(r"(://[^/:@]*:)([^@/]*)@")
+
+
 def redacted_url(url: str) -> str:
     """The URL with its password masked, fit for a message or a log line."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):  # unreadable: still mask what looks like a password
-        return repr(re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url))
+        return repr(_PASSWORD_IN_URL.sub(r"\1***@", url))
+
+
+def url_password(url: str) -> str:
+    """The password in a database URL ("" if none), found by its shape if unreadable."""
+    try:
+        return make_url(url).password or ""
+    except (ArgumentError, ValueError):
+        found = _PASSWORD_IN_URL.search(url)
+        return found.group(2) if found else ""
 
 
 def _make_engine(url: str, **kwargs: Any) -> Engine:
