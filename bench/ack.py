@@ -37,7 +37,7 @@ is CPU-bound, fewer CPU-milliseconds per request is the only way to a lower p50.
 `python -m bot.main` (chosen by environment variables that only this harness sets; nothing in
 bot/ or jitcore/ changes). --profile writes DIR/bot-profile-<database>.txt when jit-bot stops:
 the time each step between arrival and ack took (the bolt handler, the listener,
-JitService.request, write-lock waits, the audit head) and a stack sample of every thread every
+JitService.request, write-lock waits, the audit append) and a stack sample of every thread every
 10 ms; --cprofile adds per-thread cProfile on CPU time (DIR/bot-profile-<database>.pstats;
 it slows jit-bot about 4-fold, so read it for proportions only). --what-if patches a
 diagnostic into that process (listed in --help): another GIL switch interval, or no notifier.
@@ -459,9 +459,11 @@ def measure(report: Report, env: Environment, bot: Bot, slack: SlackFake, reques
              f"{percentile(alone, 50) * 1000:.1f} ms); sending {requests} from {clients} threads")
     time.sleep(1.5)  # let the notifier post the warm-up's cards first
 
+    posted0 = slack.counts()["chat.postMessage"]
     cpu0 = (bot.cpu_seconds(), env.moto.cpu_seconds(), slack.cpu_seconds())
     outcomes = burst(bot.port, slack.response_url, WARMUP, requests, clients)
     cpu1 = (bot.cpu_seconds(), env.moto.cpu_seconds(), slack.cpu_seconds())
+    posted_in_burst = slack.counts()["chat.postMessage"] - posted0
     wall = max(o.received for o in outcomes) - min(o.sent for o in outcomes)
 
     good = [o for o in outcomes if o.ok]
@@ -510,6 +512,7 @@ def measure(report: Report, env: Environment, bot: Bot, slack: SlackFake, reques
     report.add("CPU, jit-bot process per request", (cpu1[0] - cpu0[0]) / requests * ms, "ms")
     report.add("CPU, moto process (burst)", cpu1[1] - cpu0[1], "s")
     report.add("CPU, Slack fake process (burst)", cpu1[2] - cpu0[2], "s")
+    report.add("Slack posts made during the burst", posted_in_burst, "posts")
     report.add("notifier caught up (last ack -> all posted)", waited, "s")
     report.context["pending_grants_in_db"] = f"{pending} of {total} sent"
     report.context["requested_audit_events"] = f"{requested} of {total}"
@@ -632,20 +635,18 @@ def _instrument(timings: _Timings) -> None:
 
     timings.wrap(wsgi.SlackRequestHandler, "__call__", "1 bolt WSGI handler, whole request")
     timings.wrap(JitService, "request", "4 JitService.request (checks + one transaction)")
-    next_link = audit.ChainWriter._next
+    flush_links = audit.ChainWriter.flush
 
-    def timed_next(self: Any) -> Any:
-        if self._head is not None:
-            return next_link(self)
+    def timed_flush(self: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return next_link(self)
+            return flush_links(self)
         finally:
             role = _role(threading.current_thread().name).split(" (")[0]
-            timings.add(f"9 audit head, {role}: (PG: advisory lock wait +) SELECT",
+            timings.add(f"9 audit append, {role}: (PG: advisory lock wait +) head, INSERT",
                         time.perf_counter() - t0)
 
-    audit.ChainWriter._next = timed_next  # type: ignore[method-assign]
+    audit.ChainWriter.flush = timed_flush  # type: ignore[method-assign]
 
     run_listener = runner.ThreadListenerRunner.run
     call_ack = ack.Ack.__call__

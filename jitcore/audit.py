@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Insert,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from jitcore.store.models import AuditEvent, audit_events_table
@@ -25,13 +37,14 @@ from jitcore.store.models import AuditEvent, audit_events_table
 GENESIS = "0" * 64
 # Any constant: the advisory lock that serialises chain appends on PostgreSQL.
 _CHAIN_LOCK_KEY = 0x6A69745F61756474
-# The chain head, as a core select: read once per writing transaction.
+# The chain head, as a core select: read once per writing transaction (SQLite).
 _HEAD = (select(audit_events_table.c.seq, audit_events_table.c.hash)
          .order_by(audit_events_table.c.seq.desc()).limit(1))
-# PostgreSQL: the lock that serialises appends and the head, in one round trip.
-_LOCKED_HEAD = text("SELECT seq, hash FROM jit_audit_head(:key)")
-_LOCK_PARAMS = {"key": _CHAIN_LOCK_KEY}
-
+# PostgreSQL: lock, head, numbering, hashing and INSERT in one call (migration 0005).
+_APPEND_CALL = func.jit_audit_append(
+    bindparam("key", type_=BigInteger), cast(bindparam("links", type_=Text), JSONB),
+).table_valued("seq", "prev_hash", "hash")
+_APPEND = select(_APPEND_CALL.c.seq, _APPEND_CALL.c.prev_hash, _APPEND_CALL.c.hash)
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -55,15 +68,30 @@ def _body(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def chain_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
-    return hashlib.sha256((prev_hash + canonical_json(body)).encode()).hexdigest()
+    return _sha256(prev_hash + canonical_json(body))
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 class ChainWriter:
-    """Appends links to the chain inside one transaction, reading the head once."""
+    """Appends links to the chain inside one transaction, all at once, just before commit.
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._head: tuple[int, str] | None = None
+    SQLite: the transaction already holds the only write lock (BEGIN IMMEDIATE), so the
+    head is read and the links hashed here. PostgreSQL: one call to `jit_audit_append`
+    (migration 0005) takes the chain's lock, reads the head, numbers and hashes the links
+    and inserts them, so the lock is held from that call to COMMIT with no round trip to
+    this process in between; see `appending` for the call and the INSERT it makes with it,
+    as one statement. The server only concatenates and hashes: the canonical JSON is made
+    here, in two pieces around the number it cannot know (`_around_seq`), and every hash
+    it returns is checked here (`AuditChainError` if one differs).
+    """
+
+    def __init__(self, executor: Session | Connection) -> None:
+        self._executor = executor
+        bind = executor.get_bind() if isinstance(executor, Session) else executor
+        self._on_server = bind.dialect.name == "postgresql"
         self._pending: list[dict[str, Any]] = []
 
     def add(
@@ -77,42 +105,86 @@ class ChainWriter:
         port: int | None = None,
         source: str | None = None,
         details: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Queue the next link; returns its hash. Written by `flush` (before commit)."""
-        seq, prev_hash = self._next()
-        row: dict[str, Any] = {
-            "seq": seq, "at": at.astimezone(UTC), "actor": actor, "action": action,
+    ) -> None:
+        """Queue the next link; `flush` writes the queue."""
+        self._pending.append({
+            "seq": 0, "at": at.astimezone(UTC), "actor": actor, "action": action,
             "grant_id": grant_id, "target": target, "port": port, "source": source,
-            "details": canonical_json(dict(details or {})), "prev_hash": prev_hash,
-        }
-        row["hash"] = chain_hash(prev_hash, _body(row))
-        self._pending.append(row)
-        self._head = (seq, row["hash"])
-        return str(row["hash"])
+            "details": canonical_json(dict(details or {})),
+        })
 
-    def flush(self) -> None:
-        if self._pending:
-            self._session.execute(insert(audit_events_table), self._pending)
-            self._pending = []
+    def flush(self, statement: Select[Any] | None = None,
+              params: Mapping[str, Any] | None = None) -> list[str]:
+        """Write the queued links after the head; their hashes, in order.
 
-    def _next(self) -> tuple[int, str]:
-        if self._head is None:
-            if self._session.get_bind().dialect.name == "postgresql":
-                # Two transactions must not read the same head: the lock is held until
-                # commit (the function takes it, then reads the head; migration 0004).
-                head = self._session.execute(_LOCKED_HEAD, _LOCK_PARAMS).first()
-            else:  # SQLite: BEGIN IMMEDIATE already made this the only writer
-                head = self._session.execute(_HEAD).first()
-            self._head = (head[0], head[1]) if head else (0, GENESIS)
-        return self._head[0] + 1, self._head[1]
+        PostgreSQL only: `statement` is `appending(insert)`, run with the INSERT's `params`,
+        so that the row and the links are written by one statement.
+        """
+        rows, self._pending = self._pending, []
+        if self._on_server:
+            return self._append_on_server(rows, statement, params) if rows else []
+        if statement is not None:
+            raise ValueError("an INSERT appended with the links needs PostgreSQL")
+        if not rows:
+            return []
+        head = self._executor.execute(_HEAD).first()
+        seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS)
+        for row in rows:
+            seq += 1
+            row.update(seq=seq, prev_hash=prev_hash)
+            row["hash"] = prev_hash = chain_hash(prev_hash, _body(row))
+        self._executor.execute(insert(audit_events_table), rows)
+        return [row["hash"] for row in rows]
+
+    def _append_on_server(self, rows: list[dict[str, Any]], statement: Select[Any] | None,
+                          params: Mapping[str, Any] | None) -> list[str]:
+        pieces = [_around_seq(_body(row)) for row in rows]
+        links = [{**row, "at": row["at"].replace(tzinfo=None).isoformat(sep=" "),
+                  "head": head, "tail": tail}
+                 for row, (head, tail) in zip(rows, pieces, strict=True)]
+        written = self._executor.execute(statement if statement is not None else _APPEND, {
+            **(params or {}), "key": _CHAIN_LOCK_KEY,
+            "links": json.dumps(links, ensure_ascii=False)}).all()
+        if len(written) != len(rows):
+            raise AuditChainError(f"the database wrote {len(written)} audit links of "
+                                  f"{len(rows)}")
+        for (seq, prev_hash, link_hash), (head, tail) in zip(written, pieces, strict=True):
+            expected = _sha256(prev_hash + head + str(seq) + tail)
+            if link_hash != expected:
+                raise AuditChainError(
+                    f"the database hashed audit link #{seq} as {link_hash}, not as its "
+                    f"content hashes ({expected})")
+        return [link_hash for _, _, link_hash in written]
+
+
+def appending(statement: Insert) -> Select[Any]:
+    """PostgreSQL: one statement that runs `statement` and appends the queued links (a
+    ChainWriter's `flush(statement, params)`), so a row and its audit links are written
+    together, atomically even in autocommit, in one round trip."""
+    return _APPEND.add_cte(statement.cte("written"))
+
+
+class AuditChainError(RuntimeError):
+    """The chain could not be extended as it must be; the transaction is not committed."""
+
+
+def _around_seq(body: Mapping[str, Any]) -> tuple[str, str]:
+    """The canonical JSON of `body`, cut where its seq goes: head + str(seq) + tail is the
+    canonical JSON of the body with that seq.
+
+    Keys are sorted, so the top-level "seq" comes after "details" and before "source" and
+    "target", whose values are strings or null; a string cannot hold an unescaped quote, so
+    the last `"seq":0` in the text is that key.
+    """
+    head, mark, tail = canonical_json({**body, "seq": 0}).rpartition('"seq":0')
+    return head + mark[:-1], tail
 
 
 def append(session: Session, **fields: Any) -> str:
     """Add one link of the chain inside the caller's transaction; returns its hash."""
     writer = ChainWriter(session)
-    link = writer.add(**fields)
-    writer.flush()
-    return link
+    writer.add(**fields)
+    return writer.flush()[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, insert
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from jitcore import audit
@@ -32,6 +32,7 @@ from jitcore.errors import (
     PriorityConflict,
     ProviderError,
     RuleLimitExceeded,
+    StoreError,
 )
 from jitcore.metrics import GrantMetrics
 from jitcore.policy import (
@@ -53,6 +54,14 @@ from jitcore.store.models import Grant, RuleHandle, grants_table
 
 log = logging.getLogger(__name__)
 _INSERT_GRANT = insert(grants_table).returning(grants_table.c.id)
+# PostgreSQL: a new grant (with an id taken beforehand) and its audit links, one statement.
+_REQUEST_FIELDS = (
+    "id", "status", "requester", "target", "cloud", "service", "port", "protocol", "source",
+    "duration_s", "reason", "created_at", "lapses_at", "attempts", "decided_by", "decided_at",
+    "next_attempt_at",
+)
+_RECORD_REQUEST = audit.appending(
+    insert(grants_table).values({name: bindparam(name) for name in _REQUEST_FIELDS}))
 
 POLICY_ACTOR = "policy"
 ENGINE_ACTOR = "jit"
@@ -135,6 +144,7 @@ class JitService:
         self._rule_locks: dict[tuple[str, int, str, str], threading.Lock] = {}
         self._rule_locks_guard = threading.Lock()
         self._band_locks: dict[str, threading.Lock] = {}
+        self._grant_ids = repo.GrantIds()
         # Azure priorities found held by rules jit has no reservation for, per NSG (a hint).
         self._foreign_priorities: dict[str, set[int]] = defaultdict(set)
 
@@ -155,27 +165,65 @@ class JitService:
         assert check.target and check.port and check.source and check.duration
         auto = check_auto_approve(check.target, check.port, requester, check.duration, groups)
         now = self.clock.now()
-        values = dict(
+        values: dict[str, Any] = dict(
             status=Status.PENDING.value, requester=requester, target=check.target.name,
             cloud=check.target.cloud, service=check.port.name, port=check.port.port,
             protocol=check.port.protocol.value, source=str(check.source),
             duration_s=int(check.duration.total_seconds()), reason=reason.strip(),
             created_at=now, lapses_at=now + check.target.approval_timeout, attempts=0,
+            decided_by=None, decided_at=None, next_attempt_at=None,
         )
-        with self._work() as work:
-            # A core INSERT ... RETURNING: the hot path of every /jit command, without the
-            # ORM's unit of work; `row` is a detached copy for the audit event and the view.
-            grant_id = work.session.execute(_INSERT_GRANT, values).scalar_one()
-            row = Grant(id=grant_id, **values)
-            self._record(work, row, requester, EventKind.REQUESTED,
-                         duration=format_duration(check.duration), reason=row.reason)
-            if auto:
-                row = self._move(work, row.id, Status.PENDING, Status.APPROVED, POLICY_ACTOR,
-                                 EventKind.AUTO_APPROVED,
-                                 values=dict(decided_by=POLICY_ACTOR, decided_at=now,
-                                             next_attempt_at=now + self.settings.lease)) or row
+        if auto:  # recorded approved at once: the sweep opens it if we die before we do
+            values.update(status=Status.APPROVED.value, decided_by=POLICY_ACTOR, decided_at=now,
+                          next_attempt_at=now + self.settings.lease)
+        try:
+            events = self._insert_request(values, check.duration)
+        except DBAPIError as exc:
+            raise StoreError(f"the database did not take the request: {exc.orig}") from exc
         self._count_request("auto_approved" if auto else "approval_needed")
-        return RequestResult(repo.to_view(row), bool(auto))
+        return RequestResult(events[-1].grant, bool(auto))
+
+    def _insert_request(self, values: dict[str, Any], duration: timedelta) -> list[GrantEvent]:
+        """The hot path of every /jit command: the grant row and its audit links, written
+        together without the ORM, and the views made from what was written.
+
+        PostgreSQL: one statement in autocommit (one round trip, the chain's lock held only
+        inside the server), with an id taken beforehand. SQLite: INSERT ... RETURNING and
+        the links in one transaction.
+        """
+        if self.store.dialect != "postgresql":
+            with self._work() as work:
+                grant_id = work.session.execute(_INSERT_GRANT, values).scalar_one()
+                work.events.extend(self._requested(work.chain, grant_id, values, duration))
+            return work.events
+        with self.store.autocommit() as conn:
+            grant_id = self._grant_ids.take(conn)
+            chain = audit.ChainWriter(conn)
+            events = self._requested(chain, grant_id, values, duration)
+            try:
+                chain.flush(_RECORD_REQUEST, {**values, "id": grant_id})
+            except audit.AuditChainError as exc:  # committed all the same: a statement's own
+                self._tell_alert(f"audit chain: {exc}; request #{grant_id} is recorded with "
+                                 "that hash, which `jit audit verify` will report")
+        self._publish(events)
+        return events
+
+    def _requested(self, chain: audit.ChainWriter, grant_id: int, values: dict[str, Any],
+                   duration: timedelta) -> list[GrantEvent]:
+        """The `requested` link and event of a new grant, and `auto_approved` if it is."""
+        pending = GrantView(
+            id=grant_id, status=Status.PENDING, requester=values["requester"],
+            target=values["target"], cloud=values["cloud"], service=values["service"],
+            port=values["port"], protocol=values["protocol"], source=values["source"],
+            duration=timedelta(seconds=values["duration_s"]), reason=values["reason"],
+            created_at=values["created_at"])
+        events = [self._link(chain, pending, pending.requester, EventKind.REQUESTED,
+                             duration=format_duration(duration), reason=pending.reason)]
+        if values["status"] == Status.APPROVED.value:
+            approved = replace(pending, status=Status.APPROVED, decided_by=POLICY_ACTOR,
+                               decided_at=values["decided_at"])
+            events.append(self._link(chain, approved, POLICY_ACTOR, EventKind.AUTO_APPROVED))
+        return events
 
     def _count_request(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -696,13 +744,19 @@ class JitService:
 
     def _record(self, work: _Work, row: Grant, actor: str, kind: EventKind,
                 alert: bool = False, **details: Any) -> None:
+        work.events.append(self._link(work.chain, repo.to_view(row), actor, kind, alert,
+                                      **details))
+
+    def _link(self, chain: audit.ChainWriter, view: GrantView, actor: str, kind: EventKind,
+              alert: bool = False, **details: Any) -> GrantEvent:
+        """Queue the audit link of an event on `view`; the event, to publish after commit."""
         now = self.clock.now()
         kept = {k: v for k, v in details.items() if v not in (None, "")}
-        work.chain.add(at=now, actor=actor, action=kind.value, grant_id=row.id,
-                       target=row.target, port=row.port, source=row.source,
-                       details={"status": row.status, **kept})
+        chain.add(at=now, actor=actor, action=kind.value, grant_id=view.id,
+                  target=view.target, port=view.port, source=view.source,
+                  details={"status": view.status.value, **kept})
         detail = str(kept.get("error") or kept.get("outcome") or kept.get("reason") or "")
-        work.events.append(GrantEvent(kind, repo.to_view(row), actor, now, detail, alert))
+        return GrantEvent(kind, view, actor, now, detail, alert)
 
     def _publish(self, events: list[GrantEvent]) -> None:
         for event in events:

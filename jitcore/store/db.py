@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     MetaData,
     String,
@@ -201,7 +202,7 @@ class Store:
             return
         # Autocommit: the locks are the session's, and no transaction (with its snapshot)
         # stays open while the cloud call runs.
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with self.autocommit() as conn:
             try:
                 for key in keys:
                     conn.execute(_ADVISORY_LOCK, {"space": _NAMED_LOCKS, "key": key})
@@ -211,6 +212,16 @@ class Store:
                     conn.execute(_ADVISORY_UNLOCK_ALL)
                 except DBAPIError:  # the connection is gone, and its locks with it
                     conn.invalidate()
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection whose statements each commit on their own (PostgreSQL): for work
+        that is a single statement, atomic by itself, with no BEGIN and COMMIT round trips.
+        Not for SQLite, whose writers must queue on `transaction`."""
+        if self.dialect == "sqlite":
+            raise ValueError("SQLite writes go through Store.transaction")
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
 
     def ping(self) -> None:
         """Raise StoreError unless the database answers a trivial query now."""
@@ -285,7 +296,7 @@ def _lock_key(name: str) -> int:
 
 # The newest migration. Kept here so a start-up check need not load Alembic (a test pins it
 # to Alembic's own head).
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 _alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32)))
 
 

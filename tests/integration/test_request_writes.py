@@ -1,0 +1,287 @@
+"""How a request is written: the grant row and its audit links together, on SQLite and
+PostgreSQL; on PostgreSQL one autocommit statement with an id taken beforehand, whose
+links the database numbers and hashes (and this process checks)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic import command
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import make_url
+
+from jitcore import audit
+from jitcore.domain import EventKind, Status
+from jitcore.errors import StoreError
+from jitcore.providers.aws import AwsProvider
+from jitcore.service import JitService
+from jitcore.store import Store, make_engine, upgrade
+from jitcore.store.db import _alembic_config
+from jitcore.store.models import AuditEvent, Grant, audit_events_table
+from tests.support.fixtures import ManualClock, RecordingNotifier, emptied, postgres_url
+from tests.support.policies import AUTO_USER, REQUESTER, aws_policy
+
+GROUP = "sg-0123456789abcdef0"  # requests make no cloud call
+SOURCE = "203.0.113.7"
+
+
+def new_service(store: Store, clock: ManualClock, notifier: RecordingNotifier) -> JitService:
+    return JitService(store, aws_policy(GROUP), {"aws": AwsProvider()}, notifier, clock)
+
+
+@pytest.fixture
+def service(store: Store, clock: ManualClock, notifier: RecordingNotifier) -> JitService:
+    return new_service(store, clock, notifier)
+
+
+def links(store: Store) -> list[AuditEvent]:
+    with store.read() as session:
+        assert audit.verify(session).ok
+        return list(session.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
+
+
+def grant_count(store: Store) -> int:
+    with store.read() as session:
+        return int(session.scalar(select(func.count()).select_from(Grant)) or 0)
+
+
+def test_pending_request_is_its_row_and_one_link(service: JitService, store: Store,
+                                                 clock: ManualClock,
+                                                 notifier: RecordingNotifier) -> None:
+    result = service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=20), SOURCE,
+                             "  fix <replication> & more ")
+    gid = result.grant.id
+    with store.read() as session:
+        row = session.get(Grant, gid)
+        assert row is not None
+        assert (row.status, row.requester, row.source, row.port, row.duration_s) == (
+            "PENDING", REQUESTER, "203.0.113.7/32", 22, 1200)
+        assert row.reason == "fix <replication> & more"
+        assert row.created_at == clock.now() and row.decided_by is None
+        assert row.lapses_at == clock.now() + timedelta(hours=1)
+    [link] = links(store)
+    assert (link.seq, link.action, link.actor, link.grant_id, link.target, link.port,
+            link.source) == (1, "requested", REQUESTER, gid, "prod-db", 22, "203.0.113.7/32")
+    assert link.at == clock.now()
+    assert link.details == audit.canonical_json(
+        {"status": "PENDING", "duration": "20m", "reason": "fix <replication> & more"})
+    assert [(e.kind, e.grant.status) for e in notifier.events] == [
+        (EventKind.REQUESTED, Status.PENDING)]
+    assert result.grant == notifier.events[0].grant
+
+
+def test_auto_approved_request_is_written_approved_with_both_links(
+        service: JitService, store: Store, clock: ManualClock,
+        notifier: RecordingNotifier) -> None:
+    result = service.request(AUTO_USER, "prod-db", "ssh", timedelta(minutes=20), SOURCE)
+    assert result.auto_approved
+    gid = result.grant.id
+    with store.read() as session:
+        row = session.get(Grant, gid)
+        assert row is not None
+        assert (row.status, row.decided_by, row.decided_at) == ("APPROVED", "policy",
+                                                                clock.now())
+        # Leased: a sweep opens it if this process dies before it does.
+        assert row.next_attempt_at == clock.now() + service.settings.lease
+    assert [(link.action, link.actor, link.grant_id, link.details) for link in links(store)] == [
+        ("requested", AUTO_USER, gid,
+         audit.canonical_json({"status": "PENDING", "duration": "20m"})),
+        ("auto_approved", "policy", gid, audit.canonical_json({"status": "APPROVED"})),
+    ]
+    assert [(e.kind, e.grant.status, e.grant.decided_by) for e in notifier.events] == [
+        (EventKind.REQUESTED, Status.PENDING, None),
+        (EventKind.AUTO_APPROVED, Status.APPROVED, "policy"),
+    ]
+    assert result.grant.status is Status.APPROVED
+
+
+def test_requests_chain_after_other_writes(service: JitService, store: Store) -> None:
+    with store.transaction() as session:
+        audit.append(session, at=datetime(2026, 11, 22, tzinfo=UTC), actor="U0ADMIN",
+                     action="target_enabled", target="prod-db", details={"added": ["x"]})
+    ids = [service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=5),
+                           f"203.0.113.{n}").grant.id for n in range(1, 6)]
+    chain = links(store)
+    assert [link.seq for link in chain] == [1, 2, 3, 4, 5, 6]
+    assert [link.grant_id for link in chain[1:]] == ids
+    assert all(link.prev_hash == before.hash for before, link in itertools.pairwise(chain))
+
+
+# ---- PostgreSQL: ids taken ahead, one statement, hashes made by the server -----------------
+
+@pytest.fixture
+def pg_store(postgres_database: str) -> Iterator[Store]:
+    store = Store.from_url(emptied(postgres_database))
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def pg_service(pg_store: Store, clock: ManualClock, notifier: RecordingNotifier) -> JitService:
+    return new_service(pg_store, clock, notifier)
+
+
+def test_replicas_take_ids_apart_and_keep_one_chain(pg_store: Store, clock: ManualClock) -> None:
+    """Three services on engines of their own (as three processes) request at once: every
+    id is used once, every grant has its link, and the chain holds."""
+    stores = [Store.from_url(pg_store.engine.url.render_as_string(hide_password=False))
+              for _ in range(3)]
+    services = [new_service(s, clock, RecordingNotifier()) for s in stores]
+    start = threading.Barrier(len(services))
+    taken: list[list[int]] = [[] for _ in services]
+
+    def requester(index: int) -> None:
+        start.wait()
+        for n in range(40):
+            grant = services[index].request(f"U{index}", "prod-db", "ssh",
+                                            timedelta(minutes=5), f"198.51.100.{n + 1}")
+            taken[index].append(grant.grant.id)
+
+    threads = [threading.Thread(target=requester, args=(i,)) for i in range(len(services))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for s in stores:
+        s.dispose()
+    every = [gid for ids in taken for gid in ids]
+    assert len(set(every)) == 120
+    assert all(ids == sorted(ids) for ids in taken)  # in order within a process
+    chain = links(pg_store)
+    assert len(chain) == 120
+    assert sorted(link.grant_id or 0 for link in chain) == sorted(every)
+    with pg_store.read() as session:
+        rows = {gid: who for gid, who in session.execute(select(Grant.id, Grant.requester))}
+    assert {gid: f"U{i}" for i, ids in enumerate(taken) for gid in ids} == rows
+
+
+@contextmanager
+def altered(store: Store, change: str, undo: str) -> Iterator[None]:
+    with store.engine.begin() as conn:
+        conn.execute(text(change))
+    try:
+        yield
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(text(undo))
+
+
+def test_grant_is_not_written_when_its_link_cannot_be(pg_store: Store, pg_service: JitService,
+                                                      notifier: RecordingNotifier) -> None:
+    with altered(pg_store, "ALTER TABLE audit_events ADD CONSTRAINT no_requests "
+                           "CHECK (action <> 'requested')",
+                 "ALTER TABLE audit_events DROP CONSTRAINT no_requests"), \
+            pytest.raises(StoreError, match=r"the database did not take the request: .*"
+                                            r"no_requests"):
+        pg_service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=5), SOURCE)
+    assert grant_count(pg_store) == 0 and links(pg_store) == []
+    assert notifier.events == []
+    result = pg_service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=5), SOURCE)
+    assert [link.grant_id for link in links(pg_store)] == [result.grant.id]
+
+
+@contextmanager
+def server_hashing_differently(store: Store) -> Iterator[None]:
+    """jit_audit_append, but hashing one character more than it is given."""
+    with store.engine.connect() as conn:
+        original = conn.execute(text(
+            "SELECT pg_get_functiondef('jit_audit_append'::regproc)")).scalar_one()
+    broken = original.replace("|| (link->>'tail')", "|| (link->>'tail') || 'x'")
+    assert broken != original
+    with altered(store, broken, original):
+        yield
+
+
+def test_server_hash_that_differs_is_refused_before_commit(pg_store: Store) -> None:
+    with server_hashing_differently(pg_store), \
+            pytest.raises(audit.AuditChainError, match="not as its content hashes"), \
+            pg_store.transaction() as session:
+        audit.append(session, at=datetime(2026, 11, 22, tzinfo=UTC), actor="U0ADMIN",
+                     action="noted")
+    assert links(pg_store) == []
+
+
+def test_request_hashed_differently_is_kept_and_alerted(pg_store: Store,
+                                                        pg_service: JitService,
+                                                        notifier: RecordingNotifier) -> None:
+    with server_hashing_differently(pg_store):
+        result = pg_service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=5), SOURCE)
+    assert grant_count(pg_store) == 1
+    [alert] = notifier.alerts
+    assert alert.startswith("audit chain: the database hashed audit link #1 as ")
+    assert f"request #{result.grant.id} is recorded" in alert
+    with pg_store.read() as session:
+        check = audit.verify(session)
+    assert not check.ok and check.bad_seq == 1
+
+
+def test_unreachable_database_is_a_store_error(clock: ManualClock,
+                                               notifier: RecordingNotifier) -> None:
+    store = Store.from_url("postgresql+psycopg://jit@127.0.0.1:9/jit?connect_timeout=2")
+    try:
+        service = new_service(store, clock, notifier)
+        with pytest.raises(StoreError, match="the database did not take the request: "):
+            service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=5), SOURCE)
+    finally:
+        store.dispose()
+    assert notifier.events == []
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """A new, unmigrated PostgreSQL database."""
+    base = make_url(postgres_url())
+    name = f"jit_migrate_{os.getpid()}"
+    admin = make_engine(base.render_as_string(hide_password=False),
+                        isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield base.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def functions(store: Store) -> set[str]:
+    with store.engine.connect() as conn:
+        return set(conn.execute(text(
+            "SELECT proname FROM pg_proc WHERE proname LIKE 'jit\\_audit\\_%'")).scalars())
+
+
+def test_upgrade_to_0005_continues_the_chain_and_downgrades(fresh_pg_url: str,
+                                                             clock: ManualClock) -> None:
+    store = Store.from_url(fresh_pg_url)
+    try:
+        assert upgrade(store.engine, "0004") == "0004"
+        assert functions(store) == {"jit_audit_head"}
+        with store.engine.begin() as conn:  # a chain written before the upgrade
+            prev = audit.GENESIS
+            for seq in (1, 2):
+                row = {"seq": seq, "at": datetime(2026, 11, 22, tzinfo=UTC), "actor": "U0OLD",
+                       "action": "noted", "grant_id": None, "target": None, "port": None,
+                       "source": None, "details": audit.canonical_json({"n": seq})}
+                digest = audit.chain_hash(prev, audit._body(row))
+                conn.execute(insert(audit_events_table).values(
+                    **row, prev_hash=prev, hash=digest))
+                prev = digest
+
+        assert upgrade(store.engine) == "0005"
+        assert functions(store) == {"jit_audit_append"}
+        service = new_service(store, clock, RecordingNotifier())
+        result = service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=5), SOURCE)
+        chain = links(store)
+        assert [(link.seq, link.grant_id) for link in chain] == [
+            (1, None), (2, None), (3, result.grant.id)]
+        assert chain[2].prev_hash == prev
+
+        command.downgrade(_alembic_config(store.engine), "0004")
+        assert functions(store) == {"jit_audit_head"}
+    finally:
+        store.dispose()
