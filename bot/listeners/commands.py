@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 
 from bot import blocks, grammar
 from jitcore.domain import HOLDS_RULE, Status, format_duration
-from jitcore.errors import JitError, NotAllowed
+from jitcore.errors import JitError, NotAllowed, StoreError
 from jitcore.service import Extension, JitService
 
 if TYPE_CHECKING:
@@ -76,7 +76,13 @@ def submit_request(service: JitService, user: str, request: grammar.Request, ack
     except NotAllowed as exc:
         ack(**blocks.error_message(str(exc), grammar.REQUEST_EXAMPLE))
         return
-    except JitError as exc:  # the database is unreachable, say: tell the user, not Slack's timeout
+    except StoreError as exc:  # tell the user at once, not with Slack's timeout; the log
+        log.error("request by %s failed: %s", user, exc)  # has what the operators need
+        ack(**blocks.error_message(
+            "jit could not record the request: its database is unavailable. Try again in a "
+            "minute; if it keeps failing, tell jit's operators."))
+        return
+    except JitError as exc:
         log.error("request by %s failed: %s", user, exc)
         ack(**blocks.error_message(f"jit could not record the request: {exc}"))
         return

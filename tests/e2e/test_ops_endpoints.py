@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from tests.e2e.test_slack_bot import (
     SECRET,
     free_port,
     running_bot,
+    signed_post,
     wait_until,
 )
 from tests.fakes.slack_api import SlackApiFake
@@ -243,6 +245,17 @@ def test_readyz_follows_the_database(aws_group: Any, tmp_path: Path) -> None:
             # Only an error names the database (the URL is never logged): a sweep failed.
             wait_until(lambda: f'database \\"{name}\\" does not exist' in bot.output(), 10,
                        "a sweep to fail on the missing database")
+            # A request meanwhile is answered at once, without the database's details.
+            status, body = signed_post(f"{base}/slack/events", urllib.parse.urlencode({
+                "team_id": "T0JITTEST", "user_id": ALICE, "command": "/jit",
+                "text": "ssh prod-db 20m from 203.0.113.7 while the database is gone",
+                "response_url": "http://127.0.0.1:9/unused", "trigger_id": "1.2.3",
+            }).encode())
+            assert status == 200
+            assert json.loads(body)["text"] == (
+                "jit could not record the request: its database is unavailable. Try again "
+                "in a minute; if it keeps failing, tell jit's operators.")
+            assert name not in body  # nor in the blocks
 
             create(admin, name, url)
             assert wait_until(lambda: get(f"{base}/readyz") == (200, "ready\n"), 20,
@@ -256,6 +269,9 @@ def test_readyz_follows_the_database(aws_group: Any, tmp_path: Path) -> None:
     failures = [r for r in records if r["message"].startswith("sweep failed")]
     assert failures and all(r["level"] == "error" for r in failures)
     assert any(f'database "{name}" does not exist' in r["exc"] for r in failures)
+    [refused] = [r for r in records if r["message"].startswith(f"request by {ALICE} failed")]
+    assert refused["level"] == "error"
+    assert "the database did not take the request: " in refused["message"]
 
 
 def test_shutdown_during_a_request_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
