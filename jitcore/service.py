@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from jitcore import audit
@@ -112,6 +112,16 @@ class Extension:
 
 
 @dataclass(slots=True)
+class _Queued:
+    """A request waiting to be written with others (JitService._write_together)."""
+
+    write: Callable[[_Work], list[GrantEvent]]
+    events: list[GrantEvent] | None = None
+    error: Exception | None = None
+    done: bool = False
+
+
+@dataclass(slots=True)
 class _Work:
     """One transaction: its session, the audit links it adds, the events it will publish."""
 
@@ -145,6 +155,9 @@ class JitService:
         self._rule_locks_guard = threading.Lock()
         self._band_locks: dict[str, threading.Lock] = {}
         self._grant_ids = repo.GrantIds()
+        self._queued: list[_Queued] = []  # SQLite requests waiting for a writer
+        self._queue_guard = threading.Lock()
+        self._combiner = threading.Lock()
         # Azure priorities found held by rules jit has no reservation for, per NSG (a hint).
         self._foreign_priorities: dict[str, set[int]] = defaultdict(set)
 
@@ -192,10 +205,12 @@ class JitService:
         the links in one transaction.
         """
         if self.store.dialect != "postgresql":
-            with self._work() as work:
+            def write(work: _Work) -> list[GrantEvent]:
                 grant_id = work.session.execute(_INSERT_GRANT, values).scalar_one()
-                work.events.extend(self._requested(work.chain, grant_id, values, duration))
-            return work.events
+                events = self._requested(work.chain, grant_id, values, duration)
+                work.events.extend(events)
+                return events
+            return self._write_together(write)
         with self.store.autocommit() as conn:
             grant_id = self._grant_ids.take(conn)
             chain = audit.ChainWriter(conn)
@@ -207,6 +222,49 @@ class JitService:
                                  "that hash, which `jit audit verify` will report")
         self._publish(events)
         return events
+
+    def _write_together(self, write: Callable[[_Work], list[GrantEvent]]) -> list[GrantEvent]:
+        """SQLite: run `write` in a write transaction, with whatever other requests are
+        waiting for one (group commit).
+
+        SQLite takes one writer at a time, and each of its calls lets other threads have
+        the GIL, which the writer then waits to get back: under a burst the write lock is
+        held mostly by a writer waiting for the GIL, and requests queue behind it. So a
+        request that arrives while another is being written is written by the next
+        writer, together with all the others queued by then: one BEGIN IMMEDIATE, one
+        head read and one COMMIT for all of them; each grant still commits with its links.
+        """
+        mine = _Queued(write)
+        with self._queue_guard:
+            self._queued.append(mine)
+        with self._combiner:
+            if not mine.done:
+                with self._queue_guard:
+                    batch, self._queued = self._queued, []
+                self._write_batch(batch)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.events is not None
+        return mine.events
+
+    def _write_batch(self, batch: list[_Queued]) -> None:
+        try:
+            with self._work() as work:
+                for queued in batch:
+                    queued.events = queued.write(work)
+        except OperationalError as exc:  # the database cannot be written: not for anyone
+            for queued in batch:
+                queued.error = exc
+        except Exception as exc:  # noqa: BLE001 (raised again in its own caller's thread)
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:  # one at a time, so that a write that fails fails alone
+                for queued in batch:
+                    queued.events = None
+                    self._write_batch([queued])
+        finally:
+            for queued in batch:
+                queued.done = True
 
     def _requested(self, chain: audit.ChainWriter, grant_id: int, values: dict[str, Any],
                    duration: timedelta) -> list[GrantEvent]:

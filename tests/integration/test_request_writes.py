@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from jitcore import audit
 from jitcore.domain import EventKind, Status
@@ -285,3 +289,93 @@ def test_upgrade_to_0005_continues_the_chain_and_downgrades(fresh_pg_url: str,
         assert functions(store) == {"jit_audit_head"}
     finally:
         store.dispose()
+
+
+# ---- SQLite: requests that wait for the writer are written together ------------------------
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, sqlite_template: Path) -> Iterator[Store]:
+    path = tmp_path / "jit.db"
+    shutil.copy(sqlite_template, path)
+    store = Store.from_url(f"sqlite:///{path}")
+    yield store
+    store.dispose()
+
+
+def settle(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the threads did not get there"
+        time.sleep(0.005)
+
+
+def commits(store: Store) -> list[int]:
+    """A counter of the transactions committed on the store's engine from now on."""
+    counted = [0]
+
+    @event.listens_for(store.engine, "commit")
+    def count(conn: object) -> None:
+        counted[0] += 1
+    return counted
+
+
+def test_requests_waiting_for_the_writer_are_written_together(
+        sqlite_store: Store, clock: ManualClock, notifier: RecordingNotifier) -> None:
+    service = new_service(sqlite_store, clock, notifier)
+    counted = commits(sqlite_store)
+    results: dict[int, int] = {}
+
+    def request(n: int) -> None:
+        results[n] = service.request(f"U{n}", "prod-db", "ssh", timedelta(minutes=5),
+                                     f"198.51.100.{n}").grant.id
+
+    with sqlite_store._writer:  # another writer holds the database: five requests arrive
+        threads = [threading.Thread(target=request, args=(n,)) for n in range(1, 6)]
+        for thread in threads:
+            thread.start()
+        settle(lambda: len(service._queued) == 4)  # the first waits for the lock, four queue
+    for thread in threads:
+        thread.join()
+    assert counted[0] == 2  # the first alone, then the four queued behind it at once
+    assert sorted(results.values()) == [1, 2, 3, 4, 5]
+    with sqlite_store.read() as session:
+        rows = {gid: who for gid, who in session.execute(select(Grant.id, Grant.requester))}
+    assert rows == {gid: f"U{n}" for n, gid in results.items()}
+    chain = links(sqlite_store)
+    assert [(link.grant_id, link.actor) for link in chain] == [
+        (gid, rows[gid]) for gid in sorted(rows)]
+    assert sorted(e.grant.id for e in notifier.events) == [1, 2, 3, 4, 5]
+
+
+def test_a_write_that_fails_in_a_group_fails_alone(sqlite_store: Store, clock: ManualClock,
+                                                  notifier: RecordingNotifier) -> None:
+    service = new_service(sqlite_store, clock, notifier)
+    outcomes: dict[str, object] = {}
+    fine = {"status": "PENDING", "requester": REQUESTER, "target": "prod-db", "cloud": "aws",
+            "service": "ssh", "port": 22, "protocol": "tcp", "source": "203.0.113.7/32",
+            "duration_s": 300, "reason": "", "created_at": clock.now(),
+            "lapses_at": clock.now() + timedelta(hours=1), "attempts": 0, "decided_by": None,
+            "decided_at": None, "next_attempt_at": None}
+
+    def run(name: str, values: dict[str, object]) -> None:
+        try:
+            outcomes[name] = service._insert_request(values, timedelta(minutes=5))[0].grant.id
+        except Exception as exc:
+            outcomes[name] = exc
+
+    broken = {**fine, "status": None}  # NOT NULL: this INSERT fails
+    with sqlite_store._writer:  # the first writes alone, the other three queue behind it
+        threads = [threading.Thread(target=run, args=("holder", fine))]
+        threads[0].start()
+        settle(lambda: service._combiner.locked() and not service._queued)
+        threads += [threading.Thread(target=run, args=(name, values))
+                    for name, values in (("a", fine), ("bad", broken), ("b", fine))]
+        for queued, thread in enumerate(threads[1:], start=1):
+            thread.start()
+            settle(lambda n=queued: len(service._queued) == n)
+    for thread in threads:
+        thread.join()
+    assert isinstance(outcomes.pop("bad"), IntegrityError)
+    assert outcomes == {"holder": 1, "a": 2, "b": 3}
+    assert grant_count(sqlite_store) == 3
+    assert [link.grant_id for link in links(sqlite_store)] == [1, 2, 3]
