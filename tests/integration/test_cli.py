@@ -4,7 +4,6 @@ SQLite and PostgreSQL databases and real boto3 talking to moto's server over HTT
 from __future__ import annotations
 
 import json
-import os
 import socket
 import traceback
 from collections.abc import Iterator, Mapping
@@ -15,18 +14,18 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from jitcore.cli import cli
 from jitcore.domain import Status
 from jitcore.policy_file import load_policy
 from jitcore.providers.aws import AwsProvider
 from jitcore.service import JitService
-from jitcore.store import Store, make_engine
+from jitcore.store import Store
 from jitcore.store.db import SCHEMA_REVISION, head_revision
 from jitcore.store.models import AuditEvent
 from tests.support.aws import jit_rule_ids, plant_marked_rule
-from tests.support.fixtures import ManualClock, RecordingNotifier, postgres_url
+from tests.support.fixtures import ManualClock, RecordingNotifier, new_postgres_database
 from tests.support.policies import APPROVER, AUTO_USER, REQUESTER, aws_policy_data
 
 SOURCE = "203.0.113.7"
@@ -234,17 +233,8 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
-    base = make_engine(postgres_url()).url
-    name = f"jit_cli_fresh_{os.getpid()}"
-    admin = make_engine(base.render_as_string(hide_password=False),
-                        isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield base.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with new_postgres_database("jit_cli_fresh") as url:
+        yield url
 
 
 def test_db_upgrade_creates_schema(empty_db_url: str, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ links the database numbers and hashes (and this process checks)."""
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import threading
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 import pytest
 from alembic import command
 from sqlalchemy import event, func, insert, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from jitcore import audit
@@ -25,10 +23,15 @@ from jitcore.domain import EventKind, Status
 from jitcore.errors import StoreError
 from jitcore.providers.aws import AwsProvider
 from jitcore.service import JitService
-from jitcore.store import Store, make_engine, upgrade
+from jitcore.store import Store, upgrade
 from jitcore.store.db import _alembic_config
 from jitcore.store.models import AuditEvent, Grant, audit_events_table
-from tests.support.fixtures import ManualClock, RecordingNotifier, emptied, postgres_url
+from tests.support.fixtures import (
+    ManualClock,
+    RecordingNotifier,
+    emptied,
+    new_postgres_database,
+)
 from tests.support.policies import AUTO_USER, REQUESTER, aws_policy
 
 GROUP = "sg-0123456789abcdef0"  # requests make no cloud call
@@ -239,18 +242,8 @@ def test_unreachable_database_is_a_store_error(clock: ManualClock,
 
 @pytest.fixture
 def fresh_pg_url() -> Iterator[str]:
-    """A new, unmigrated PostgreSQL database."""
-    base = make_url(postgres_url())
-    name = f"jit_migrate_{os.getpid()}"
-    admin = make_engine(base.render_as_string(hide_password=False),
-                        isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield base.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with new_postgres_database("jit_migrate") as url:
+        yield url
 
 
 def functions(store: Store) -> set[str]:
