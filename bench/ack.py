@@ -637,13 +637,13 @@ def _instrument(timings: _Timings) -> None:
     timings.wrap(JitService, "request", "4 JitService.request (checks + one transaction)")
     flush_links = audit.ChainWriter.flush
 
-    def timed_flush(self: Any) -> Any:
+    def timed_flush(self: Any, *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return flush_links(self)
+            return flush_links(self, *args, **kwargs)
         finally:
             role = _role(threading.current_thread().name).split(" (")[0]
-            timings.add(f"9 audit append, {role}: (PG: advisory lock wait +) head, INSERT",
+            timings.add(f"9 audit append, {role}: (PG: lock wait +) head, INSERT(s)",
                         time.perf_counter() - t0)
 
     audit.ChainWriter.flush = timed_flush  # type: ignore[method-assign]

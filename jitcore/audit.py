@@ -46,6 +46,7 @@ _APPEND_CALL = func.jit_audit_append(
 ).table_valued("seq", "prev_hash", "hash")
 _APPEND = select(_APPEND_CALL.c.seq, _APPEND_CALL.c.prev_hash, _APPEND_CALL.c.hash)
 
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -165,7 +166,9 @@ def appending(statement: Insert) -> Select[Any]:
 
 
 class AuditChainError(RuntimeError):
-    """The chain could not be extended as it must be; the transaction is not committed."""
+    """The database did not extend the chain as jit hashes it. Raised before COMMIT, so a
+    transaction that meets it is rolled back; a statement in autocommit (a request on
+    PostgreSQL) is already written when it is raised."""
 
 
 def _around_seq(body: Mapping[str, Any]) -> tuple[str, str]:

@@ -20,7 +20,7 @@ depends_on = None
 # `links`, a JSON array made by jitcore.audit.ChainWriter. The caller builds the canonical
 # JSON of each link in two pieces, "head" and "tail", around its sequence number, so the
 # hash is sha256(prev_hash || head || seq || tail) in UTF-8, as hex; the caller checks every
-# hash returned before it commits.
+# hash returned (before COMMIT when it holds a transaction).
 _CREATE_APPEND = """
 CREATE FUNCTION jit_audit_append(lock_key bigint, links jsonb,
                                  OUT seq bigint, OUT prev_hash varchar, OUT hash varchar)
