@@ -168,6 +168,20 @@ def test_replicas_take_ids_apart_and_keep_one_chain(pg_store: Store, clock: Manu
     assert {gid: f"U{i}" for i, ids in enumerate(taken) for gid in ids} == rows
 
 
+def test_the_request_connection_goes_back_to_the_pool_transactional(
+        pg_store: Store, pg_service: JitService) -> None:
+    """The request's statement ran in autocommit on a pooled connection; the next
+    transaction on that same connection must be a transaction again."""
+    pg_service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=5), SOURCE)
+    assert pg_store.engine.pool.checkedin() == 1  # the only connection, reused below
+    with pytest.raises(RuntimeError, match="undo"), pg_store.transaction() as session:
+        assert session.connection().connection.driver_connection.autocommit is False
+        audit.append(session, at=datetime(2026, 11, 22, tzinfo=UTC), actor="U0ADMIN",
+                     action="noted")
+        raise RuntimeError("undo")
+    assert [link.action for link in links(pg_store)] == ["requested"]
+
+
 @contextmanager
 def altered(store: Store, change: str, undo: str) -> Iterator[None]:
     with store.engine.begin() as conn:
