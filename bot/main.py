@@ -40,6 +40,7 @@ class BotSettings:
     http_port: int
     api_url: str | None
     expiry_warning: timedelta | None = timedelta(minutes=5)
+    outbox_retention: timedelta = timedelta(days=7)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BotSettings:
@@ -77,8 +78,14 @@ class BotSettings:
             warning = None if warning_text == "0" else parse_duration(warning_text)
         except ValueError as exc:
             raise SettingsError(f"jit-bot cannot start: JIT_EXPIRY_WARNING: {exc}") from None
+        retention_text = env.get("JIT_OUTBOX_RETENTION", "7d").strip() or "7d"
+        try:
+            retention = parse_duration(retention_text)
+        except ValueError as exc:
+            raise SettingsError(f"jit-bot cannot start: JIT_OUTBOX_RETENTION (how long "
+                                f"delivered Slack posts are kept): {exc}") from None
         return cls(bot_token, env["SLACK_SIGNING_SECRET"].strip(), app_token, int(port_text),
-                   api_url, warning)
+                   api_url, warning, retention)
 
 
     def secrets(self, env: Mapping[str, str]) -> list[str]:
@@ -131,7 +138,7 @@ def run(settings: BotSettings) -> None:
 
     from bot.app import AfterAck, Foreground, build_app
     from bot.directory import SlackDirectory
-    from bot.notifier import SlackNotifier
+    from bot.delivery import Delivery, delivery_client
     from bot.ops import Readiness, ops_app
     from jitcore.bootstrap import Paths, build_service, engine_settings
     from jitcore.errors import JitError, PolicyError
@@ -151,15 +158,17 @@ def run(settings: BotSettings) -> None:
                        base_url=settings.api_url or WebClient.BASE_URL)
     client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
     foreground = Foreground()
-    notifier = SlackNotifier(client, policy, store, foreground)
-    service = build_service(paths, notifier=notifier, directory=SlackDirectory(client),
+    # A client of its own: the outbox retries by itself, without holding a thread.
+    delivery = Delivery(delivery_client(settings.bot_token, settings.api_url), policy, store,
+                        foreground=foreground, retention=settings.outbox_retention)
+    service = build_service(paths, notifier=delivery, directory=SlackDirectory(client),
                             policy=policy, store=store, metrics=True,
                             settings=engine_settings(warn_before=settings.expiry_warning))
+    delivery.metrics = service.metrics
     later = AfterAck()
     try:  # Bolt checks the token with auth.test here: the first call to Slack
         app = build_app(service, client, settings.signing_secret, later, foreground)
     except (OSError, SlackApiError, BoltError) as exc:  # unreachable, or the token refused
-        notifier.close()
         store.dispose()
         raise JitError(f"cannot check the bot token with Slack at "
                        f"{settings.api_url or WebClient.BASE_URL}auth.test: {exc}") from None
@@ -168,6 +177,7 @@ def run(settings: BotSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     service.warm_up()
+    delivery.start()  # what a previous process owed goes first
     engine.start()
     # Everything built so far (SDK models, SQLAlchemy's mappers, Bolt) lives as long as the
     # process: out of the collector's sight, a full collection no longer walks it all and
@@ -182,7 +192,7 @@ def run(settings: BotSettings) -> None:
             handler.connect()  # type: ignore[no-untyped-call]
             log.info("jit-bot connected over Socket Mode")
             serve_http(ops_app(readiness), settings.http_port, stop)  # the probes, /metrics
-            handler.close()  # type: ignore[no-untyped-call]
+            handler.close()
         else:
             from slack_bolt.adapter.wsgi import SlackRequestHandler
 
@@ -191,7 +201,7 @@ def run(settings: BotSettings) -> None:
     finally:
         later.close()
         engine.shutdown()
-        notifier.close()
+        delivery.close()
         store.dispose()
         log.info("jit-bot stopped")
 

@@ -293,7 +293,8 @@ def status(obj: Context, targets: tuple[str, ...], as_json: bool) -> None:
     from jitcore.lockdown import Lockdowns
 
     with _errors():
-        found = Lockdowns(obj.service()).status(targets)
+        service = obj.service()
+        found = Lockdowns(service).status(targets)
     for t in found:
         if as_json:
             click.echo(json.dumps({
@@ -316,6 +317,54 @@ def status(obj: Context, targets: tuple[str, ...], as_json: bool) -> None:
             checked = f"{t.checked_at:%Y-%m-%d %H:%M:%S}Z" if t.checked_at else "not yet"
             click.echo(f"  posture: checked {checked}; "
                        + ("; ".join(t.problems) if t.problems else "no problems"))
+    if service.outbox is not None:
+        _print_delivery(service.store, as_json)
+
+
+def _print_delivery(store: Store, as_json: bool) -> None:
+    """The Slack outbox: what is owed and not yet delivered, and what failed for good."""
+    from jitcore import outbox
+
+    with _errors(), store.read() as session:
+        owed = outbox.backlog(session)
+    now = datetime.now(UTC)
+    failures = [{"id": row.id, "grant_id": row.grant_id, "post": row.post,
+                 "channel": row.channel, "error": row.last_error,
+                 "at": row.done_at.isoformat() if row.done_at else None}
+                for row in owed.recent_failures]
+    if as_json:
+        click.echo(json.dumps({"slack_delivery": {
+            "pending": owed.pending, "oldest_pending_seconds": round(owed.oldest_age(now), 1),
+            "failed": owed.failed, "recent_failures": failures}}))
+        return
+    oldest = (f", the oldest for {format_duration(timedelta(seconds=owed.oldest_age(now)))}"
+              if owed.pending else "")
+    click.echo(f"Slack delivery: {owed.pending} pending{oldest}; {owed.failed} failed")
+    for failure in failures:
+        about = f"#{failure['grant_id']}" if failure["grant_id"] is not None else "alert"
+        click.echo(f"  {about} {failure['post']} to {failure['channel']}: {failure['error']} "
+                   f"({failure['at']})")
+    if owed.failed:
+        click.echo("  fix the cause (invite the bot, restore the channel), then "
+                   "`jit outbox retry` sends them again")
+
+
+@cli.group("outbox")
+def outbox_group() -> None:
+    """The Slack posts events owe (delivered by jit-bot)."""
+
+
+@outbox_group.command("retry")
+@pass_context
+def outbox_retry(obj: Context) -> None:
+    """Send the posts that failed for good again (once their cause is fixed)."""
+    from jitcore import outbox
+
+    with _errors():
+        store = obj.store()
+    with _errors(), store.transaction() as session:
+        count = outbox.requeue_failed(session, datetime.now(UTC))
+    click.echo(f"{count} failed post(s) queued again; jit-bot sends them")
 
 
 @cli.command()
@@ -423,6 +472,10 @@ def run(obj: Context, interval: float, reconcile_every: float) -> None:
     with _errors():
         _migrate_sqlite(obj.paths.database_url)
         service = obj.service()
+    if service.outbox is not None:
+        click.echo("the policy has a slack: section: the posts events owe wait in the "
+                   "database until a jit-bot delivers them (`jit status` shows the backlog)",
+                   err=True)
     engine = Engine(service, timedelta(seconds=interval),
                     timedelta(seconds=reconcile_every) if reconcile_every > 0 else None)
     stop = threading.Event()

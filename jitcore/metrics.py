@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from jitcore import outbox
 from jitcore.domain import EventKind, GrantEvent, Status
 from jitcore.ports import Clock
 from jitcore.store import Store
@@ -60,11 +61,17 @@ class GrantMetrics:
         self.close_seconds = Histogram("jit_close_seconds", "From claiming a close (expiry "
                                        "or revoke) to its rule being recorded removed",
                                        ["cloud"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.posts = Counter("jit_slack_posts", "Slack posts owed by events, by outcome of "
+                             "each attempt (sent, retried, failed: for good) and kind of post",
+                             ["outcome", "post"], registry=registry)
         self._started: dict[tuple[int, EventKind], datetime] = {}
         self._lock = threading.Lock()
 
     def count_request(self, outcome: str) -> None:
         self.requests.labels(outcome).inc()
+
+    def count_post(self, outcome: str, post: str) -> None:
+        self.posts.labels(outcome, post).inc()
 
     def observe(self, event: GrantEvent) -> None:
         grant, kind = event.grant, event.kind
@@ -144,7 +151,22 @@ class StateCollector(Collector):
                                     "end the oldest grant whose rule is not yet removed is "
                                     "(0: none)")
         overdue.add_metric([], (now - oldest).total_seconds() if oldest else 0.0)
-        return [grants, failed, pending, overdue]
+        return [grants, failed, pending, overdue, *self._outbox(now)]
+
+    def _outbox(self, now: datetime) -> list[Metric]:
+        with self._store.read() as session:
+            owed = outbox.backlog(session, failures=0)
+        pending = GaugeMetricFamily("jit_slack_posts_pending", "Slack posts owed and not yet "
+                                    "delivered (the outbox's backlog)")
+        pending.add_metric([], owed.pending)
+        oldest = GaugeMetricFamily("jit_slack_oldest_pending_post_seconds", "Age of the "
+                                   "oldest Slack post not yet delivered (0: none); alert on "
+                                   "this rather than on readiness when Slack is down")
+        oldest.add_metric([], owed.oldest_age(now))
+        failed = GaugeMetricFamily("jit_slack_posts_failed", "Slack posts that failed for "
+                                   "good and are kept (jit status lists them)")
+        failed.add_metric([], owed.failed)
+        return [pending, oldest, failed]
 
 
 def install(store: Store, clock: Clock,

@@ -127,7 +127,9 @@ class LockdownProvider(Protocol):
 
 
 class Notifier(Protocol):
-    """Tells people what happened. Called after the transaction commits."""
+    """Told what happened, after the transaction commits. What an event owes people in
+    Slack is already an outbox row by then (jitcore.outbox): a notifier logs, counts, or
+    wakes the sender; it is never the only record."""
 
     def publish(self, event: GrantEvent) -> None: ...
 

@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from jitcore import audit
+from jitcore import audit, outbox
 from jitcore.domain import CloseReason, EventKind, GrantEvent, GrantView, Status, format_duration
 from jitcore.errors import (
     InvalidTransition,
@@ -50,7 +50,7 @@ from jitcore.ports import Clock, Directory, NoDirectory, Notifier, OwnedRule, Pr
 from jitcore.reconcile import Orphan, find_orphans
 from jitcore.store import Store
 from jitcore.store import repository as repo
-from jitcore.store.models import Grant, RuleHandle, grants_table
+from jitcore.store.models import Grant, RuleHandle, grants_table, outbox_table
 
 log = logging.getLogger(__name__)
 _INSERT_GRANT = insert(grants_table).returning(grants_table.c.id)
@@ -61,7 +61,8 @@ _REQUEST_FIELDS = (
     "next_attempt_at",
 )
 _RECORD_REQUEST = audit.appending(
-    insert(grants_table).values({name: bindparam(name) for name in _REQUEST_FIELDS}))
+    insert(grants_table).values({name: bindparam(name) for name in _REQUEST_FIELDS})
+).add_cte(outbox.RECORDING.cte("owed"))
 
 POLICY_ACTOR = "policy"
 ENGINE_ACTOR = "jit"
@@ -150,6 +151,8 @@ class JitService:
         self.directory = directory or NoDirectory()
         self.settings = settings or EngineSettings()
         self.metrics = metrics
+        # What events owe Slack, written with them; None when the policy has no slack: section.
+        self.outbox = outbox.Outbox(policy) if policy.slack is not None else None
         self._stopping = threading.Event()
         self._rule_locks: dict[tuple[str, int, str, str], threading.Lock] = {}
         self._rule_locks_guard = threading.Lock()
@@ -215,8 +218,9 @@ class JitService:
             grant_id = self._grant_ids.take(conn)
             chain = audit.ChainWriter(conn)
             events = self._requested(chain, grant_id, values, duration)
+            posts = self.outbox.rows_json(events, values["created_at"]) if self.outbox else "[]"
             try:
-                chain.flush(_RECORD_REQUEST, {**values, "id": grant_id})
+                chain.flush(_RECORD_REQUEST, {**values, "id": grant_id, "posts": posts})
             except audit.AuditChainError as exc:  # committed all the same: a statement's own
                 self._tell_alert(f"audit chain: {exc}; request #{grant_id} is recorded with "
                                  "that hash, which `jit audit verify` will report")
@@ -771,13 +775,15 @@ class JitService:
 
     @contextmanager
     def _work(self) -> Iterator[_Work]:
-        """A transaction whose audit links are written before commit and whose events are
-        published after it; on an exception, neither."""
+        """A transaction whose audit links and the posts its events owe Slack are written
+        before commit, and whose events are published after it; on an exception, none."""
         events: list[GrantEvent] = []
         with self.store.transaction() as session:
             work = _Work(session, audit.ChainWriter(session), events)
             yield work
             work.chain.flush()
+            if self.outbox is not None:
+                self.outbox.write(session, events, self.clock.now())
         self._publish(events)
 
     def _change(self, grant_id: int, from_: Status, to: Status, actor: str, kind: EventKind,
@@ -848,6 +854,14 @@ class JitService:
         self._tell_alert(message)
 
     def _tell_alert(self, message: str) -> None:
+        """Owed to the audit channel as a row of its own (never inside another transaction)."""
+        if self.outbox is not None:
+            try:
+                with self.store.transaction() as session:
+                    session.execute(insert(outbox_table),
+                                    [self.outbox.alert_row(message, self.clock.now())])
+            except DBAPIError as exc:  # the log is all that is left to tell
+                log.error("alert not queued for Slack (database: %s): %s", exc.orig, message)
         try:
             self.notifier.alert(message)
         except Exception:  # see _publish

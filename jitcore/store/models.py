@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 models: requests/grants, rule handles, priority reservations, audit events."""
+"""SQLAlchemy 2.0 models: requests/grants, rule handles, priority reservations, audit events,
+the Slack outbox."""
 
 from __future__ import annotations
 
@@ -187,6 +188,40 @@ class AuditEvent(Base):
                                                                   "grant_id"))
 
 
+class OutboxPost(Base):
+    """A Slack post an event owes, committed with the event (jitcore.outbox).
+
+    `lane` orders delivery: a post is sent only once every earlier post of its lane is
+    sent or has failed for good (one lane per grant, one for free-standing alerts).
+    `next_attempt_at` is when it may be tried (a backoff after a failure); `leased_until`
+    and `leased_by` say which process is sending it, until when.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    lane: Mapped[str] = mapped_column(String(32))
+    grant_id: Mapped[int | None] = mapped_column(Integer)
+    post: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(8))  # pending | sent | failed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_outbox_status_lane_id", "status", "lane", "id"),
+        Index("ix_outbox_status_done_at", "status", "done_at"),
+    )
+
+
 # The tables themselves, for Core statements on hot paths.
 grants_table = cast(Table, Grant.__table__)
 audit_events_table = cast(Table, AuditEvent.__table__)
+outbox_table = cast(Table, OutboxPost.__table__)

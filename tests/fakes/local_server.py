@@ -48,19 +48,38 @@ class LocalServer:
     def __init__(self, handler: type[BaseHTTPRequestHandler], *,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self._scheme = "http" if ssl_context is None else "https"
-        if ssl_context is None:
-            self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        else:
-            self._server = _TlsHTTPServer(("127.0.0.1", 0), handler, ssl_context)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
+        self._handler, self._ssl_context = handler, ssl_context
+        self._server = self._bind(0)
+        self._host, self._port = self._server.server_address[:2]
+        self._thread = self._serving()
+
+    def _bind(self, port: int) -> ThreadingHTTPServer:
+        server = (ThreadingHTTPServer(("127.0.0.1", port), self._handler)
+                  if self._ssl_context is None else
+                  _TlsHTTPServer(("127.0.0.1", port), self._handler, self._ssl_context))
+        server.daemon_threads = True
+        return server
+
+    def _serving(self) -> threading.Thread:
+        return threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{self._scheme}://{host!s}:{port}"
+        return f"{self._scheme}://{self._host!s}:{self._port}"
+
+    def refuse_connections(self) -> None:
+        """Stop listening: connections to `url` are refused until `accept_connections`."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def accept_connections(self) -> None:
+        """Listen again, on the same port."""
+        self._server = self._bind(self._port)
+        self._thread = self._serving()
+        self._thread.start()
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -69,6 +88,7 @@ class LocalServer:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
         self._thread.join()

@@ -109,6 +109,8 @@ class SlackApiFake(LocalServer):
         self._lock = threading.RLock()
         self._calls: list[Call] = []
         self._faults: list[_Fault] = []
+        self._outage: tuple[float, int] | None = None  # (until, HTTP status)
+        self._broken_channels: dict[str, str] = {}  # channel id -> error
         self._counter = 0
         self._messages: dict[str, list[Args]] = {}
         self._ephemerals: list[Args] = []
@@ -179,6 +181,25 @@ class SlackApiFake(LocalServer):
         """The next `n` calls (to `method`, or to any) answer HTTP 429 `ratelimited`."""
         with self._lock:
             self._faults.append(_Fault(method, n, "ratelimited", retry_after))
+
+    def outage(self, seconds: float = 3600.0, status: int = 503) -> None:
+        """For `seconds` (or until `end_outage`), every Web API call answers HTTP `status`
+        with an HTML page, as Slack's edge does when Slack is down."""
+        with self._lock:
+            self._outage = (time.monotonic() + seconds, status)
+
+    def end_outage(self) -> None:
+        with self._lock:
+            self._outage = None
+
+    def break_channel(self, channel: str, error: str = "channel_not_found") -> None:
+        """Every post to, or update in, `channel` answers `error` until `mend_channel`."""
+        with self._lock:
+            self._broken_channels[channel] = error
+
+    def mend_channel(self, channel: str) -> None:
+        with self._lock:
+            self._broken_channels.pop(channel, None)
 
     def fail_next(self, method: str, error: str) -> None:
         """The next call to `method` answers `{"ok": false, "error": error}`."""
@@ -285,6 +306,14 @@ class SlackApiFake(LocalServer):
         args: Args = {}
         token: str | None = None
         with self._lock:
+            if self._outage is not None and time.monotonic() < self._outage[0]:
+                outage_status = self._outage[1]
+                with contextlib.suppress(SlackError):
+                    args, token = self._parse(request, body)
+                self._calls.append(Call(method, args, token, time.monotonic(), outage_status,
+                                        "outage"))
+                return (outage_status, {"Content-Type": "text/html"},
+                        b"<html><body><h1>Service Unavailable</h1></body></html>")
             try:
                 args, token = self._parse(request, body)
                 if method not in self._methods:
@@ -374,6 +403,8 @@ class SlackApiFake(LocalServer):
         channel = args.get("channel")
         if not isinstance(channel, str) or not channel:
             raise SlackError("channel_not_found")
+        if channel in self._broken_channels:
+            raise SlackError(self._broken_channels[channel])
         return self._resolve(channel)
 
     def _check_content(self, args: Args) -> None:

@@ -1,4 +1,5 @@
-"""Who waits for whom inside jit-bot: work after the ack, and the notifier yielding to acks."""
+"""Who waits for whom inside jit-bot: work after the ack, and the Slack sender yielding to
+acks."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from slack_sdk import WebClient
-
 from bot.app import AfterAck, Foreground
-from bot.notifier import SlackNotifier
+from bot.delivery import Delivery, delivery_client
+from jitcore.ports import SystemClock
+from jitcore.service import JitService
 from jitcore.store import Store
 from tests.fakes.slack_api import SlackApiFake
 from tests.support.policies import aws_policy
@@ -80,37 +81,39 @@ def slack() -> Iterator[SlackApiFake]:
 
 
 @contextmanager
-def yielding_notifier(slack: SlackApiFake, foreground: Foreground,
-                      yield_at_most: float) -> Iterator[SlackNotifier]:
-    """A SlackNotifier posting to the fake, yielding to `foreground`."""
-    store = Store.from_url("sqlite://")
-    client = WebClient(token=BOT_TOKEN, base_url=slack.api_url)
-    notifier = SlackNotifier(client, aws_policy("sg-0123456789abcdef0"), store, foreground,
-                             yield_at_most=yield_at_most)
+def yielding_sender(slack: SlackApiFake, store: Store, foreground: Foreground,
+                    yield_at_most: float) -> Iterator[JitService]:
+    """jit's service writing alerts to the outbox, and a sender posting them to the fake,
+    yielding to `foreground`."""
+    policy = aws_policy("sg-0123456789abcdef0")
+    delivery = Delivery(delivery_client(BOT_TOKEN, slack.api_url), policy, store,
+                        foreground=foreground, yield_at_most=yield_at_most, poll=0.05)
+    delivery.start()
     try:
-        yield notifier
+        yield JitService(store, policy, {}, delivery, SystemClock())
     finally:
-        notifier.close()
-        store.dispose()
+        delivery.close()
 
 
-def test_notifier_lets_an_ack_in_flight_go_first(slack: SlackApiFake) -> None:
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_sender_lets_an_ack_in_flight_go_first(slack: SlackApiFake, store: Store) -> None:
     foreground = Foreground()
-    with yielding_notifier(slack, foreground, yield_at_most=5.0) as notifier:
+    with yielding_sender(slack, store, foreground, yield_at_most=5.0) as service:
         with foreground:  # a request is being answered
-            notifier.alert("first")
+            service.alert("first")
             time.sleep(0.3)
             assert slack.messages("C0AUDIT") == []  # held back while the ack is in flight
         slack.wait_for("chat.postMessage", timeout=5)
         assert [m["text"] for m in slack.messages("C0AUDIT")] == [":rotating_light: first"]
 
 
-def test_notifier_yields_for_a_bounded_time_only(slack: SlackApiFake) -> None:
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_sender_yields_for_a_bounded_time_only(slack: SlackApiFake, store: Store) -> None:
     foreground = Foreground()
-    with yielding_notifier(slack, foreground, yield_at_most=0.2) as notifier, foreground:
-        # requests never stop arriving: the notifier still gets through
-        notifier.alert("one")
-        notifier.alert("two")
+    with yielding_sender(slack, store, foreground, yield_at_most=0.2) as service, foreground:
+        # requests never stop arriving: the sender still gets through
+        service.alert("one")
+        service.alert("two")
         slack.wait_for("chat.postMessage", count=2, timeout=5)
         assert [m["text"] for m in slack.messages("C0AUDIT")] == [
             ":rotating_light: one", ":rotating_light: two"]

@@ -1,0 +1,404 @@
+"""The outbox's sender: every Slack post an event owes, delivered at least once, in order
+per grant, through Slack outages and restarts (jitcore.outbox holds the rows).
+
+One thread claims lanes (a grant's posts, or the free-standing alerts), renders each row
+with `bot.blocks` and sends it, oldest first. Each outcome is committed as soon as Slack
+answers, with the message's ts when later posts follow up on it (a reply in a thread, an
+update of the card):
+
+- sent: done. Slack has no idempotency key, so a process that dies between Slack's answer
+  and that commit sends that one post again after the restart (at least once);
+- a transient failure (no connection, a timeout, HTTP 5xx, `ratelimited` or an error
+  Slack says is temporary): the lane waits and the row is tried again, after Retry-After
+  when Slack gives one, else after a jittered backoff that doubles up to `backoff_cap`,
+  for as long as the failure lasts. While posts wait out an outage, Slack is probed every
+  `probe_every` (auth.test): once it answers, they are all due at once;
+- a permanent failure (`channel_not_found`, `not_in_channel`, `is_archived`,
+  `invalid_blocks`, `invalid_auth`, ...): the row is marked failed, logged at error once and
+  counted; the rest of its lane goes on (`jit status` lists failed posts, `jit outbox
+  retry` sends them again once the cause is fixed).
+
+Given a `Foreground`, the sender lets the acks go first: before each post it waits for a
+moment when no Slack request is being answered, but never longer than `yield_at_most`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from itertools import groupby
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot import blocks
+from bot.app import Foreground
+from jitcore import outbox
+from jitcore.domain import EventKind, GrantEvent, GrantView
+from jitcore.metrics import GrantMetrics
+from jitcore.outbox import Owed, Post
+from jitcore.policy import Policy
+from jitcore.ports import Clock, SystemClock
+from jitcore.store import Store
+from jitcore.store import repository as repo
+from jitcore.store.models import OutboxPost
+
+log = logging.getLogger(__name__)
+
+# Errors Slack answers with that say "not now" rather than "never".
+TRANSIENT_ERRORS = frozenset({
+    "ratelimited", "internal_error", "fatal_error", "service_unavailable",
+    "request_timeout", "team_added_to_org",
+})
+_RATE_LIMITED = "ratelimited"
+
+# What the approval card says once the request has moved on.
+_CARD_OUTCOME: dict[EventKind, Callable[[GrantEvent], str]] = {
+    EventKind.APPROVED: lambda e: f"approved by <@{e.actor}>, opening…",
+    EventKind.AUTO_APPROVED: lambda e: "approved by policy, opening…",
+    EventKind.DENIED: lambda e: f"denied by <@{e.actor}>"
+                                + (f": {blocks.escape(e.detail)}" if e.detail else ""),
+    EventKind.CANCELLED: lambda e: "cancelled by the requester",
+    EventKind.LAPSED: lambda e: "lapsed: no decision in time",
+    EventKind.OPENED: lambda e: f"open until {_hhmm(e.grant)} UTC",
+    EventKind.OPEN_FAILED: lambda e: f"failed: {blocks.escape(e.detail)}",
+    EventKind.CLOSED: lambda e: f"closed ({e.grant.close_reason or 'done'})",
+}
+
+
+def _hhmm(grant: GrantView) -> str:
+    return f"{grant.expires_at:%H:%M}" if grant.expires_at else "?"
+
+
+class Undeliverable(Exception):
+    """A row that can never be sent as it stands (its card is gone, say): failed for good."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How a send failed: again later (and not before `retry_after`), or never."""
+
+    error: str
+    transient: bool
+    retry_after: float | None = None
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.error.startswith(_RATE_LIMITED)
+
+
+def classify(exc: Exception) -> Failure:
+    """A failed Web API call, as the sender treats it."""
+    if isinstance(exc, SlackApiError):
+        status = getattr(exc.response, "status_code", 200)
+        data = exc.response.data if isinstance(exc.response.data, dict) else {}
+        error = str(data.get("error") or f"HTTP {status}")
+        if status == 429 or error == _RATE_LIMITED:
+            headers = {k.lower(): v for k, v in (exc.response.headers or {}).items()}
+            try:
+                wait = float(headers.get("retry-after", 1))
+            except (TypeError, ValueError):
+                wait = 1.0
+            return Failure(_RATE_LIMITED, True, max(wait, 0.0))
+        if status >= 500:
+            return Failure(f"HTTP {status}", True)
+        return Failure(error, error in TRANSIENT_ERRORS)
+    if isinstance(exc, OSError | http.client.HTTPException | TimeoutError):  # URLError too
+        return Failure(f"{type(exc).__name__}: {exc}", True)
+    return Failure(f"{type(exc).__name__}: {exc}", False)
+
+
+class Delivery:
+    """Sends the outbox to Slack on a thread of its own; jitcore's Notifier port (events
+    and alerts only wake it: their posts are already rows)."""
+
+    def __init__(self, client: WebClient, policy: Policy, store: Store, *,
+                 clock: Clock | None = None, foreground: Foreground | None = None,
+                 metrics: GrantMetrics | None = None, yield_at_most: float = 1.0,
+                 lease: timedelta = timedelta(seconds=60), poll: float = 1.0,
+                 retention: timedelta = timedelta(days=7),
+                 backoff_base: float = 1.0, backoff_cap: float = 60.0,
+                 probe_every: float = 5.0) -> None:
+        if policy.slack is None:
+            raise ValueError("the policy has no slack section (approvals_channel, audit_channel)")
+        self._client = client
+        self._policy = policy
+        self._store = store
+        self._clock = clock or SystemClock()
+        self._foreground = foreground
+        self.metrics = metrics
+        self._yield_at_most = yield_at_most
+        self._lease = lease
+        self._poll = poll
+        self._retention = retention
+        self._backoff = (backoff_base, backoff_cap)
+        self._probe_every = probe_every
+        self.sender = f"{socket.gethostname()[:40]}:{os.getpid()}:{random.getrandbits(24):06x}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._outage_since: float | None = None  # monotonic time of the first failure
+        self._last_probe = 0.0
+        self._next_prune = 0.0
+        self._worker = threading.Thread(target=self._run, name="jit-slack", daemon=True)
+
+    # ---- the Notifier port, and the lifecycle --------------------------------------------
+
+    def publish(self, event: GrantEvent) -> None:
+        self._wake.set()
+
+    def alert(self, message: str) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        """Deliver what is owed, first thing (a previous process's backlog too)."""
+        self._take_over()
+        self._worker.start()
+
+    def close(self, timeout: float = 15.0) -> None:
+        """Stop after the post in hand; what is left is given back for the next sender."""
+        self._stop.set()
+        self._wake.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout)
+        try:
+            with self._store.transaction() as session:
+                outbox.release(session, self.sender)
+        except SQLAlchemyError as exc:  # the leases run out by themselves
+            log.warning("could not give back the outbox leases: %s", exc)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until a pass found nothing due (tests and benchmarks)."""
+        self._idle.clear()
+        self._wake.set()
+        return self._idle.wait(timeout)
+
+    def _take_over(self) -> None:
+        """A new process tries what waited out a backoff now (a restart is a good moment to
+        try again); on SQLite, which one process owns, the leases of a dead one go too."""
+        now = self._clock.now()
+        try:
+            with self._store.transaction() as session:
+                waiting = ((OutboxPost.status == outbox.PENDING)
+                           & (OutboxPost.next_attempt_at > now)
+                           & ~OutboxPost.last_error.startswith(_RATE_LIMITED))
+                session.execute(update(OutboxPost).where(waiting).values(next_attempt_at=now),
+                                execution_options={"synchronize_session": False})
+                if self._store.dialect == "sqlite":
+                    session.execute(update(OutboxPost)
+                                    .where(OutboxPost.status == outbox.PENDING)
+                                    .values(leased_until=None, leased_by=None),
+                                    execution_options={"synchronize_session": False})
+        except SQLAlchemyError as exc:
+            log.error("cannot read the Slack outbox at start (delivery goes on when the "
+                      "database answers): %s", exc)
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.deliver_once()
+                self._maintain()
+            except SQLAlchemyError as exc:  # the database is down: the rows wait there
+                log.error("slack delivery: the database is unavailable: %s", exc)
+                busy = False
+            except Exception:  # a bug must not stop delivery for good
+                log.exception("slack delivery failed")
+                busy = False
+            if not busy:
+                self._idle.set()
+                self._wake.wait(self._poll)
+                self._wake.clear()
+
+    def deliver_once(self) -> bool:
+        """Claim due lanes and send their rows; whether anything was claimed."""
+        now = self._clock.now()
+        with self._store.transaction() as session:
+            claimed = outbox.claim(session, self.sender, now, self._lease)
+        if not claimed:
+            self._probe_if_down()
+            return False
+        lease_ends = time.monotonic() + self._lease.total_seconds() * 0.75
+        for lane, rows in groupby(claimed, key=lambda owed: owed.lane):
+            for owed in rows:
+                if self._stop.is_set() or time.monotonic() > lease_ends:
+                    self._give_back(lane)
+                    return True
+                if not self._send(owed):
+                    break  # the lane waits: the rest of it goes back with the retry
+        return True
+
+    def _give_back(self, lane: str) -> None:
+        with self._store.transaction() as session:
+            outbox.release(session, self.sender, lanes=[lane])
+
+    def _send(self, owed: Owed) -> bool:
+        """Send one row and commit its outcome; False when its lane must wait."""
+        if self._foreground is not None:
+            self._foreground.wait_quiet(self._yield_at_most)
+        try:
+            message = self._render_and_call(owed)
+        except Undeliverable as exc:
+            self._failed(owed, Failure(str(exc), False))
+            return True
+        except Exception as exc:  # noqa: BLE001 (sorted into transient and permanent)
+            failure = classify(exc)
+            if failure.transient:
+                self._retry(owed, failure)
+                return False
+            if not isinstance(exc, SlackApiError):
+                log.exception("slack post %s (%s) could not be made", owed.id, owed.post)
+            self._failed(owed, failure)
+            return True
+        with self._store.transaction() as session:
+            outbox.mark_sent(session, owed, self._clock.now(), message)
+        self._count("sent", owed)
+        if self._outage_since is not None:
+            self._slack_is_back()
+        return True
+
+    def _retry(self, owed: Owed, failure: Failure) -> None:
+        if failure.retry_after is not None:  # Slack said when: not before
+            delay = failure.retry_after + random.uniform(0, 0.5)
+        else:
+            base, cap = self._backoff
+            delay = min(cap, base * 2 ** owed.attempts) * random.uniform(0.5, 1.0)
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                self._last_probe = time.monotonic()
+        now = self._clock.now()
+        log.warning("slack post %s (%s to %s) not delivered, attempt %s: %s; again in %.1fs",
+                    owed.id, owed.post, owed.channel, owed.attempts + 1, failure.error, delay)
+        with self._store.transaction() as session:
+            outbox.retry_later(session, owed, self.sender, now + timedelta(seconds=delay),
+                               failure.error)
+        self._count("retried", owed)
+
+    def _failed(self, owed: Owed, failure: Failure) -> None:
+        log.error("slack post %s (%s to %s, grant %s) failed for good: %s", owed.id, owed.post,
+                  owed.channel, owed.grant_id, failure.error)
+        with self._store.transaction() as session:
+            outbox.mark_failed(session, owed, self._clock.now(), failure.error)
+        self._count("failed", owed)
+
+    def _count(self, outcome: str, owed: Owed) -> None:
+        if self.metrics is not None:
+            self.metrics.count_post(outcome, owed.post.value)
+
+    def _probe_if_down(self) -> None:
+        """During an outage, ask Slack now and then whether it is back (cheaply)."""
+        if self._outage_since is None or time.monotonic() - self._last_probe < self._probe_every:
+            return
+        self._last_probe = time.monotonic()
+        try:
+            self._client.auth_test()
+        except Exception as exc:  # noqa: BLE001 (still down, or refusing: the posts say)
+            log.info("slack is still unavailable: %s", classify(exc).error)
+            return
+        self._slack_is_back()
+
+    def _slack_is_back(self) -> None:
+        """Posts waiting out the outage's backoff are due now (not those told to wait by a
+        rate limit)."""
+        down_for = time.monotonic() - (self._outage_since or time.monotonic())
+        self._outage_since = None
+        now = self._clock.now()
+        with self._store.transaction() as session:
+            result = session.execute(
+                update(OutboxPost)
+                .where(OutboxPost.status == outbox.PENDING, OutboxPost.attempts > 0,
+                       OutboxPost.next_attempt_at > now,
+                       ~OutboxPost.last_error.startswith(_RATE_LIMITED))
+                .values(next_attempt_at=now),
+                execution_options={"synchronize_session": False})
+        log.info("slack answers again after %.0fs; %s waiting post(s) are due now", down_for,
+                 getattr(result, "rowcount", "?"))
+        self._wake.set()
+
+    def _maintain(self) -> None:
+        """Now and then: delivered rows past the retention period go."""
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + 3600
+        with self._store.transaction() as session:
+            pruned = outbox.prune(session, self._clock.now() - self._retention)
+        if pruned:
+            log.info("slack outbox: %s delivered post(s) older than %s pruned", pruned,
+                     self._retention)
+
+    # ---- rendering: one row -> one Web API call ---------------------------------------
+
+    def _render_and_call(self, owed: Owed) -> tuple[str, str] | None:
+        """Make the call a row owes; the (channel, ts) of a message later posts refer to."""
+        if owed.grant_id is None:  # a free-standing alert
+            text = f":rotating_light: {blocks.escape(outbox.alert_from_json(owed.payload))}"
+            self._post(owed.channel, text=text)
+            return None
+        event = owed.event()
+        grant = event.grant
+        if owed.post is Post.THREAD:
+            return self._post(owed.channel, text=blocks.audit_line(event))
+        if owed.post is Post.CARD:
+            return self._post(owed.channel, **blocks.approval_card(grant, self._target(grant)))
+        if owed.post is Post.REPLY:
+            thread = self._notice(grant.id, Post.THREAD)
+            if thread is None:  # its parent was never posted: the event stands alone
+                self._post(owed.channel, text=blocks.audit_line(event))
+            else:
+                self._post(thread[0], thread_ts=thread[1], text=blocks.audit_line(event))
+            return None
+        if owed.post is Post.ALERT:
+            self._post(owed.channel, text=f":rotating_light: {blocks.audit_line(event)}")
+            return None
+        if owed.post is Post.CARD_UPDATE:
+            card = self._notice(grant.id, Post.CARD)
+            if card is None:
+                raise Undeliverable("no approval card was posted for this request")
+            outcome = _CARD_OUTCOME[event.kind](event)
+            self._client.chat_update(channel=card[0], ts=card[1],
+                                     **blocks.decided_card(grant, self._target(grant), outcome))
+            return None
+        dm = blocks.dm_for(event)
+        if event.kind is EventKind.EXPIRING and grant.expires_at is not None:
+            left = (grant.expires_at - event.at).total_seconds()
+            dm = blocks.expiry_warning(grant, max(1, round(left / 60)))
+        if dm is None:
+            raise Undeliverable(f"nothing to tell the requester of {event.kind.value}")
+        self._post(owed.channel, **dm)
+        return None
+
+    def _post(self, channel: str, **message: Any) -> tuple[str, str]:
+        response = self._client.chat_postMessage(channel=channel, unfurl_links=False,
+                                                 unfurl_media=False, **message)
+        return str(response["channel"]), str(response["ts"])
+
+    def _target(self, grant: GrantView) -> Any:
+        target = self._policy.targets.get(grant.target)
+        if target is None:
+            raise Undeliverable(f"target {grant.target} is no longer in the policy")
+        return target
+
+    def _notice(self, grant_id: int, post: Post) -> tuple[str, str] | None:
+        with self._store.read() as session:
+            found = repo.notice(session, grant_id, outbox.NOTICE_OF[post])
+            return (found.channel, found.ref) if found is not None else None
+
+
+def delivery_client(token: str, base_url: str | None, timeout: int = 10) -> WebClient:
+    """A WebClient for the sender: no retries of its own (the outbox retries, without
+    holding a thread), and a bounded wait for each call."""
+    return WebClient(token=token, base_url=base_url or WebClient.BASE_URL, timeout=timeout,
+                     retry_handlers=[])
+
