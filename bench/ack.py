@@ -12,7 +12,7 @@ has one target, prod-db (ssh, up to 30 min) on that group, a named approver, req
 no auto-approval and no @usergroups (so no directory look-ups). jit-bot runs as
 `python -m bot.main` in HTTP mode (SLACK_APP_TOKEN unset, JIT_HTTP_PORT a free port,
 SLACK_API_URL the fake, JIT_CONFIG that policy, JIT_DATABASE_URL the scratch database), with
-its expiry engine and Slack notifier running as in production. 50 requests are sent one at a
+its expiry engine and Slack sender running as in production. 50 requests are sent one at a
 time first, as a warm-up (bolt's one-off auth.test, lazy imports, the pools): checked, and
 reported as the unloaded ack latency, but not part of the burst figures.
 
@@ -24,7 +24,7 @@ own (http.client, `Connection: close`); latency runs from just before connecting
 whole HTTP response has been read. That response is the ack: it must be HTTP 200 saying
 "Request #N is waiting for an approver", every N unique, and grant N in the database PENDING
 with that request's user and source. Afterwards every grant must have its `requested` audit
-event, and the notifier must post every approval card and audit-thread parent to the fake
+event, and the Slack sender must post every approval card and audit-thread parent to the fake
 (reported: how long after the last ack it caught up).
 
 Reported: ack latency p50/p90/p99/max (and the TCP connect part of it), requests/s (2,000 /
@@ -42,7 +42,7 @@ the time each step between arrival and ack took (the bolt handler, the listener,
 JitService.request, write-lock waits, the audit append) and a stack sample of every thread every
 10 ms; --cprofile adds per-thread cProfile on CPU time (DIR/bot-profile-<database>.pstats;
 it slows jit-bot about 4-fold, so read it for proportions only). --what-if patches a
-diagnostic into that process (listed in --help): another GIL switch interval, or no notifier.
+diagnostic into that process (listed in --help): another GIL switch interval, or no Slack sender.
 Takes about 25 s on SQLite and 40 s on PostgreSQL (a 2-vCPU machine); --cprofile much longer.
 """
 
@@ -118,8 +118,8 @@ CPROFILE_ENV = "JIT_BENCH_CPROFILE"
 WHAT_IF_ENV = "JIT_BENCH_WHAT_IF"
 WHAT_IFS = {
     "switch=S": "sys.setswitchinterval(S) instead of 0.005",
-    "no-notifier": "diagnostic, not a fix: the Slack notifier drops every event, to show what "
-                   "its CPU costs the acks (no approval cards are posted)",
+    "no-notifier": "diagnostic, not a fix: the Slack sender never starts (posts stay owed), "
+                   "to show what its CPU costs the acks (no approval cards are posted)",
 }
 _ACK = re.compile(r"^Request #(\d+) is waiting for an approver$")
 _FIRST_FALLBACK_SOURCE = int(IPv4Address("11.1.0.1"))
@@ -473,7 +473,7 @@ def measure(report: Report, env: Environment, bot: Bot, slack: SlackFake, reques
     alone = [o.latency for o in warm[1:]]  # the first one pays for bolt's auth.test
     progress(f"warm-up done ({WARMUP} requests one at a time, p50 "
              f"{percentile(alone, 50) * 1000:.1f} ms); sending {requests} from {clients} threads")
-    time.sleep(1.5)  # let the notifier post the warm-up's cards first
+    time.sleep(1.5)  # let the sender post the warm-up's cards first
 
     calibrated = calibration_ms()
     posted0 = slack.counts()["chat.postMessage"]
@@ -532,7 +532,7 @@ def measure(report: Report, env: Environment, bot: Bot, slack: SlackFake, reques
     report.add("CPU, the senders (this process, burst)", cpu1[3] - cpu0[3], "s")
     report.add("machine speed: fixed Python loop, before the burst", calibrated, "ms")
     report.add("Slack posts made during the burst", posted_in_burst, "posts")
-    report.add("notifier caught up (last ack -> all posted)", waited, "s")
+    report.add("Slack caught up (last ack -> all posted)", waited, "s")
     report.context["pending_grants_in_db"] = f"{pending} of {total} sent"
     report.context["requested_audit_events"] = f"{requested} of {total}"
     report.context["slack_calls"] = dict(sorted(counts.items()))
@@ -772,9 +772,9 @@ def _apply_what_if(fixes: list[str]) -> None:
         if name == "switch":
             sys.setswitchinterval(float(value))
         elif name == "no-notifier":
-            import bot.notifier
+            import bot.delivery
 
-            bot.notifier.SlackNotifier.publish = lambda self, event: None  # type: ignore[method-assign]
+            bot.delivery.Delivery.start = lambda self: None  # type: ignore[method-assign]
 
 
 def instrumented_bot() -> None:

@@ -11,8 +11,10 @@ update of the card):
 - a transient failure (no connection, a timeout, HTTP 5xx, `ratelimited` or an error
   Slack says is temporary): the lane waits and the row is tried again, after Retry-After
   when Slack gives one, else after a jittered backoff that doubles up to `backoff_cap`,
-  for as long as the failure lasts. While posts wait out an outage, Slack is probed every
-  `probe_every` (auth.test): once it answers, they are all due at once;
+  for as long as the failure lasts. Any failure but a rate limit means Slack is down: no
+  other post is tried meanwhile (a thousand lanes would be a thousand failing calls);
+  Slack is probed with auth.test after 1 s, then at doubling intervals up to
+  `probe_every`, and once it answers, every post waiting out the outage is due at once;
 - a permanent failure (`channel_not_found`, `not_in_channel`, `is_archived`,
   `invalid_blocks`, `invalid_auth`, ...): the row is marked failed, logged at error once and
   counted; the rest of its lane goes on (`jit status` lists failed posts, `jit outbox
@@ -150,6 +152,7 @@ class Delivery:
         self._idle = threading.Event()
         self._outage_since: float | None = None  # monotonic time of the first failure
         self._last_probe = 0.0
+        self._probes = 0
         self._next_prune = 0.0
         self._worker = threading.Thread(target=self._run, name="jit-slack", daemon=True)
 
@@ -224,25 +227,30 @@ class Delivery:
 
     def deliver_once(self) -> bool:
         """Claim due lanes and send their rows; whether anything was claimed."""
+        if self._outage_since is not None:  # Slack is down: no post is tried, Slack is asked
+            self._probe_if_down()
+            return False
         now = self._clock.now()
         with self._store.transaction() as session:
             claimed = outbox.claim(session, self.sender, now, self._lease)
         if not claimed:
-            self._probe_if_down()
             return False
         lease_ends = time.monotonic() + self._lease.total_seconds() * 0.75
-        for lane, rows in groupby(claimed, key=lambda owed: owed.lane):
+        for _, rows in groupby(claimed, key=lambda owed: owed.lane):
             for owed in rows:
                 if self._stop.is_set() or time.monotonic() > lease_ends:
-                    self._give_back(lane)
+                    self._give_back()
                     return True
                 if not self._send(owed):
                     break  # the lane waits: the rest of it goes back with the retry
+            if self._outage_since is not None:  # the other lanes wait for Slack's return
+                self._give_back()
+                return True
         return True
 
-    def _give_back(self, lane: str) -> None:
+    def _give_back(self) -> None:
         with self._store.transaction() as session:
-            outbox.release(session, self.sender, lanes=[lane])
+            outbox.release(session, self.sender)
 
     def _send(self, owed: Owed) -> bool:
         """Send one row and commit its outcome; False when its lane must wait."""
@@ -253,7 +261,7 @@ class Delivery:
         except Undeliverable as exc:
             self._failed(owed, Failure(str(exc), False))
             return True
-        except Exception as exc:  # noqa: BLE001 (sorted into transient and permanent)
+        except Exception as exc:
             failure = classify(exc)
             if failure.transient:
                 self._retry(owed, failure)
@@ -276,8 +284,8 @@ class Delivery:
             base, cap = self._backoff
             delay = min(cap, base * 2 ** owed.attempts) * random.uniform(0.5, 1.0)
             if self._outage_since is None:
-                self._outage_since = time.monotonic()
-                self._last_probe = time.monotonic()
+                self._outage_since = self._last_probe = time.monotonic()
+                self._probes = 0
         now = self._clock.now()
         log.warning("slack post %s (%s to %s) not delivered, attempt %s: %s; again in %.1fs",
                     owed.id, owed.post, owed.channel, owed.attempts + 1, failure.error, delay)
@@ -298,10 +306,13 @@ class Delivery:
             self.metrics.count_post(outcome, owed.post.value)
 
     def _probe_if_down(self) -> None:
-        """During an outage, ask Slack now and then whether it is back (cheaply)."""
-        if self._outage_since is None or time.monotonic() - self._last_probe < self._probe_every:
+        """During an outage, ask Slack whether it is back (cheaply): after 1 s, then at
+        doubling intervals up to `probe_every`."""
+        wait = min(self._probe_every, 2.0 ** self._probes)
+        if self._outage_since is None or time.monotonic() - self._last_probe < wait:
             return
         self._last_probe = time.monotonic()
+        self._probes += 1
         try:
             self._client.auth_test()
         except Exception as exc:  # noqa: BLE001 (still down, or refusing: the posts say)
@@ -400,5 +411,11 @@ def delivery_client(token: str, base_url: str | None, timeout: int = 10) -> WebC
     """A WebClient for the sender: no retries of its own (the outbox retries, without
     holding a thread), and a bounded wait for each call."""
     return WebClient(token=token, base_url=base_url or WebClient.BASE_URL, timeout=timeout,
-                     retry_handlers=[])
+                     retry_handlers=[], logger=_quiet_sdk)
+
+
+# slack_sdk logs every undecodable answer (an outage's HTML page) at error; the sender
+# logs each failure once, with what it does next.
+_quiet_sdk = logging.getLogger("jit.delivery.slack_sdk")
+_quiet_sdk.setLevel(logging.CRITICAL)
 

@@ -161,7 +161,7 @@ class Outbox:
         return owed
 
     def rows(self, events: Iterable[GrantEvent], now: datetime) -> list[dict[str, Any]]:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for event in events:
             payload = event_json(event)
             rows.extend(_row(lane_of(event.grant.id), event.grant.id, post, channel, payload,

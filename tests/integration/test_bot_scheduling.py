@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+
 from bot.app import AfterAck, Foreground
 from bot.delivery import Delivery, delivery_client
 from jitcore.ports import SystemClock

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -166,7 +166,11 @@ def test_an_outage_delays_posts_and_loses_none(service: JitService, store: Store
         assert posts(slack) == []
         assert any(c.status == 503 for c in slack.calls)
         assert all(r.status == "pending" for r in rows(store))
-        assert rows(store)[0].attempts >= 2 and rows(store)[0].last_error == "HTTP 503"
+        first = rows(store)[0]
+        assert first.attempts == 1 and first.last_error == "HTTP 503"
+        assert all(r.attempts == 0 for r in rows(store)[1:])  # nothing else tried: Slack's down
+        probes = [c for c in slack.calls if c.method == "auth.test"]
+        assert probes and all(c.status == 503 for c in probes)
         slack.end_outage()
         back = time.monotonic()
         wait_for_rows(store, 10, {"sent"})
@@ -247,12 +251,13 @@ def test_a_missing_audit_channel_fails_its_posts_for_good_and_the_rest_flows(
 
 def test_replies_wait_for_their_parent(service: JitService, store: Store,
                                        slack: SlackApiFake, policy: Policy) -> None:
-    """The thread parent is retried; nothing of its lane overtakes it, other lanes go."""
+    """A rate-limited thread parent waits; nothing of its lane overtakes it, while the
+    other lane goes on."""
     first = service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=30), SOURCE).grant
     service.cancel(first.id, REQUESTER)
     second = service.request(REQUESTER, "prod-db", "rdp", timedelta(minutes=30), SOURCE).grant
-    slack.fail_next("chat.postMessage", "internal_error")  # the first lane's parent
-    delivery = sender(slack, policy, store, backoff_base=1.0, backoff_cap=1.0)
+    slack.rate_limit_next(1, retry_after=2, method="chat.postMessage")  # the first parent
+    delivery = sender(slack, policy, store)
     delivery.start()
     try:
         wait_for_rows(store, 10, {"sent"})
