@@ -95,10 +95,6 @@ class Failure:
     transient: bool
     retry_after: float | None = None
 
-    @property
-    def rate_limited(self) -> bool:
-        return self.error.startswith(_RATE_LIMITED)
-
 
 def classify(exc: Exception) -> Failure:
     """A failed Web API call, as the sender treats it."""
@@ -149,7 +145,6 @@ class Delivery:
         self.sender = f"{socket.gethostname()[:40]}:{os.getpid()}:{random.getrandbits(24):06x}"
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._idle = threading.Event()
         self._outage_since: float | None = None  # monotonic time of the first failure
         self._last_probe = 0.0
         self._probes = 0
@@ -180,12 +175,6 @@ class Delivery:
                 outbox.release(session, self.sender)
         except SQLAlchemyError as exc:  # the leases run out by themselves
             log.warning("could not give back the outbox leases: %s", exc)
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until a pass found nothing due (tests and benchmarks)."""
-        self._idle.clear()
-        self._wake.set()
-        return self._idle.wait(timeout)
 
     def _take_over(self) -> None:
         """A new process tries what waited out a backoff now (a restart is a good moment to
@@ -221,7 +210,6 @@ class Delivery:
                 log.exception("slack delivery failed")
                 busy = False
             if not busy:
-                self._idle.set()
                 self._wake.wait(self._poll)
                 self._wake.clear()
 

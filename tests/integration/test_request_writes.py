@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -25,7 +26,7 @@ from jitcore.providers.aws import AwsProvider
 from jitcore.service import JitService
 from jitcore.store import Store, upgrade
 from jitcore.store.db import _alembic_config
-from jitcore.store.models import AuditEvent, Grant, audit_events_table
+from jitcore.store.models import AuditEvent, Grant, OutboxPost, audit_events_table
 from tests.support.fixtures import (
     ManualClock,
     RecordingNotifier,
@@ -387,3 +388,33 @@ def test_a_write_that_fails_in_a_group_fails_alone(sqlite_store: Store, clock: M
     assert outcomes == {"holder": 1, "a": 2, "b": 3}
     assert grant_count(sqlite_store) == 3
     assert [link.grant_id for link in links(sqlite_store)] == [1, 2, 3]
+
+
+def outbox_rows(store: Store) -> list[tuple[int | None, str]]:
+    with store.read() as session:
+        return [(row.grant_id, row.post) for row in
+                session.scalars(select(OutboxPost).order_by(OutboxPost.id))]
+
+
+def test_a_requests_slack_posts_are_written_by_its_one_statement(
+        pg_store: Store, pg_service: JitService) -> None:
+    with altered(pg_store, "ALTER TABLE outbox ADD CONSTRAINT no_cards CHECK (post <> 'card')",
+                 "ALTER TABLE outbox DROP CONSTRAINT no_cards"), \
+            pytest.raises(StoreError, match="no_cards"):
+        pg_service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=5), SOURCE)
+    assert grant_count(pg_store) == 0 and links(pg_store) == [] and outbox_rows(pg_store) == []
+
+    pg_service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=5), SOURCE)  # ids ahead
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(pg_store.engine, "before_cursor_execute", seen)
+    try:
+        result = pg_service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=5), SOURCE)
+    finally:
+        event.remove(pg_store.engine, "before_cursor_execute", seen)
+    assert len(statements) == 1
+    assert "INSERT INTO grants" in statements[0] and "INSERT INTO outbox" in statements[0]
+    assert outbox_rows(pg_store)[-2:] == [(result.grant.id, "thread"), (result.grant.id, "card")]
