@@ -137,8 +137,8 @@ def run(settings: BotSettings) -> None:
     from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
     from bot.app import AfterAck, Foreground, build_app
-    from bot.directory import SlackDirectory
     from bot.delivery import Delivery, delivery_client
+    from bot.directory import SlackDirectory
     from bot.ops import Readiness, ops_app
     from jitcore.bootstrap import Paths, build_service, engine_settings
     from jitcore.errors import JitError, PolicyError
@@ -186,10 +186,9 @@ def run(settings: BotSettings) -> None:
     readiness = Readiness(store, engine)
     try:
         if settings.app_token:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
+            from bot.socket_mode import connect
 
-            handler = SocketModeHandler(app, settings.app_token)
-            handler.connect()  # type: ignore[no-untyped-call]
+            handler = connect(app, settings.app_token)
             log.info("jit-bot connected over Socket Mode")
             serve_http(ops_app(readiness), settings.http_port, stop)  # the probes, /metrics
             handler.close()
