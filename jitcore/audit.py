@@ -27,6 +27,7 @@ from sqlalchemy import (
     cast,
     func,
     insert,
+    literal,
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -158,11 +159,23 @@ class ChainWriter:
         return [link_hash for _, _, link_hash in written]
 
 
-def appending(statement: Insert) -> Select[Any]:
-    """PostgreSQL: one statement that runs `statement` and appends the queued links (a
-    ChainWriter's `flush(statement, params)`), so a row and its audit links are written
-    together, atomically even in autocommit, in one round trip."""
-    return _APPEND.add_cte(statement.cte("written"))
+def appending(*statements: Insert) -> Select[Any]:
+    """PostgreSQL: one statement that runs `statements` and appends the queued links (a
+    ChainWriter's `flush(statement, params)`), so rows and their audit links are written
+    together, atomically even in autocommit, in one round trip.
+
+    Each INSERT (with a RETURNING clause) is counted into the lock key's argument, times
+    zero: PostgreSQL then runs it to completion as an InitPlan before jit_audit_append
+    takes the chain's lock, which is held to COMMIT, so the lock covers the links alone.
+    """
+    written = [statement.cte(f"written_{n}") for n, statement in enumerate(statements)]
+    before = sum((select(func.count()).select_from(cte).scalar_subquery() for cte in written),
+                 start=literal(0, BigInteger))
+    call = func.jit_audit_append(
+        bindparam("key", type_=BigInteger) + before * 0,
+        cast(bindparam("links", type_=Text), JSONB),
+    ).table_valued("seq", "prev_hash", "hash")
+    return select(call.c.seq, call.c.prev_hash, call.c.hash).add_cte(*written)
 
 
 class AuditChainError(RuntimeError):

@@ -39,7 +39,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.orm import Session, aliased
 
 from jitcore.domain import EventKind, GrantEvent, GrantView, Status
@@ -199,7 +199,7 @@ def _naive(at: datetime) -> str:
 
 # PostgreSQL: the rows of `rows_json` inserted by the statement that records a request
 # (see JitService), so the grant, its audit links and its posts are one atomic statement.
-_POSTED_RECORDS = func.jsonb_to_recordset(cast(bindparam("posts", type_=Text), JSONB)) \
+_POSTED_RECORDS = func.json_to_recordset(cast(bindparam("posts", type_=Text), JSON)) \
     .table_valued(column("lane", Text), column("grant_id", Integer), column("post", Text),
                   column("channel", Text), column("payload", Text), column("status", Text),
                   column("created_at", DateTime), column("attempts", Integer),
@@ -208,7 +208,8 @@ _POSTED_RECORDS = func.jsonb_to_recordset(cast(bindparam("posts", type_=Text), J
 _OWED_COLUMNS = ("lane", "grant_id", "post", "channel", "payload", "status", "created_at",
                  "attempts", "next_attempt_at")
 RECORDING = insert(outbox_table).from_select(
-    list(_OWED_COLUMNS), select(*(_POSTED_RECORDS.c[name] for name in _OWED_COLUMNS)))
+    list(_OWED_COLUMNS), select(*(_POSTED_RECORDS.c[name] for name in _OWED_COLUMNS))
+).returning(outbox_table.c.id)
 
 
 # ---- sending: claim, mark, prune ------------------------------------------------------

@@ -54,7 +54,8 @@ from jitcore.store.models import Grant, RuleHandle, grants_table, outbox_table
 
 log = logging.getLogger(__name__)
 _INSERT_GRANT = insert(grants_table).returning(grants_table.c.id)
-# PostgreSQL: a new grant (with an id taken beforehand) and its audit links, one statement.
+# PostgreSQL: a new grant (with an id taken beforehand), the Slack posts it owes and its
+# audit links, one statement.
 _REQUEST_FIELDS = (
     "id", "status", "requester", "target", "cloud", "service", "port", "protocol", "source",
     "duration_s", "reason", "created_at", "lapses_at", "attempts", "decided_by", "decided_at",
@@ -62,7 +63,8 @@ _REQUEST_FIELDS = (
 )
 _RECORD_REQUEST = audit.appending(
     insert(grants_table).values({name: bindparam(name) for name in _REQUEST_FIELDS})
-).add_cte(outbox.RECORDING.cte("owed"))
+    .returning(grants_table.c.id),
+    outbox.RECORDING)
 
 POLICY_ACTOR = "policy"
 ENGINE_ACTOR = "jit"

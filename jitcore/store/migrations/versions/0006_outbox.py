@@ -37,10 +37,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_outbox_status_lane_id", "outbox", ["status", "lane", "id"])
-    op.create_index("ix_outbox_status_done_at", "outbox", ["status", "done_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_outbox_status_done_at", table_name="outbox")
     op.drop_index("ix_outbox_status_lane_id", table_name="outbox")
     op.drop_table("outbox")
