@@ -53,7 +53,6 @@ from jitcore.outbox import Owed, Post
 from jitcore.policy import Policy
 from jitcore.ports import Clock, SystemClock
 from jitcore.store import Store
-from jitcore.store import repository as repo
 from jitcore.store.models import OutboxPost
 
 log = logging.getLogger(__name__)
@@ -64,6 +63,7 @@ TRANSIENT_ERRORS = frozenset({
     "request_timeout", "team_added_to_org",
 })
 _RATE_LIMITED = "ratelimited"
+_NOTICES_KEPT = 10_000  # thread parents and cards remembered in memory
 
 # What the approval card says once the request has moved on.
 _CARD_OUTCOME: dict[EventKind, Callable[[GrantEvent], str]] = {
@@ -149,6 +149,7 @@ class Delivery:
         self._last_probe = 0.0
         self._probes = 0
         self._next_prune = 0.0
+        self._notices: dict[tuple[int, Post], tuple[str, str]] = {}  # a copy, oldest first
         self._worker = threading.Thread(target=self._run, name="jit-slack", daemon=True)
 
     # ---- the Notifier port, and the lifecycle --------------------------------------------
@@ -260,6 +261,10 @@ class Delivery:
             return True
         with self._store.transaction() as session:
             outbox.mark_sent(session, owed, self._clock.now(), message)
+        if message is not None and owed.post in outbox.NOTICE_OF and owed.grant_id is not None:
+            if len(self._notices) >= _NOTICES_KEPT:
+                self._notices.pop(next(iter(self._notices)))
+            self._notices[(owed.grant_id, owed.post)] = message
         self._count("sent", owed)
         if self._outage_since is not None:
             self._slack_is_back()
@@ -390,9 +395,13 @@ class Delivery:
         return target
 
     def _notice(self, grant_id: int, post: Post) -> tuple[str, str] | None:
+        """Where a grant's thread parent or card is; a copy of what this sender posted is
+        kept in memory (the database holds them all)."""
+        key = (grant_id, post)
+        if key in self._notices:
+            return self._notices[key]
         with self._store.read() as session:
-            found = repo.notice(session, grant_id, outbox.NOTICE_OF[post])
-            return (found.channel, found.ref) if found is not None else None
+            return outbox.notice(session, grant_id, post)
 
 
 def delivery_client(token: str, base_url: str | None, timeout: int = 10) -> WebClient:

@@ -39,13 +39,13 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.orm import Session, aliased
 
 from jitcore.domain import EventKind, GrantEvent, GrantView, Status
 from jitcore.policy import Policy
-from jitcore.store import repository as repo
-from jitcore.store.models import OutboxPost, outbox_table
+from jitcore.store.models import Notice, OutboxPost, outbox_table
 
 
 class Post(enum.StrEnum):
@@ -181,8 +181,8 @@ class Outbox:
 
     def rows_json(self, events: Iterable[GrantEvent], now: datetime) -> str:
         """The rows, as the JSON that `RECORDING` (PostgreSQL) inserts in one statement."""
-        return json.dumps([{**row, "created_at": _naive(row["created_at"]),
-                            "next_attempt_at": _naive(row["next_attempt_at"])}
+        at = _naive(now)
+        return json.dumps([{**row, "created_at": at, "next_attempt_at": at}
                            for row in self.rows(events, now)], ensure_ascii=False)
 
 
@@ -265,9 +265,22 @@ def mark_sent(session: Session, owed: Owed, now: datetime,
     session.execute(update(OutboxPost).where(OutboxPost.id == owed.id).values(
         status=SENT, done_at=now, leased_until=None, last_error=None,
         attempts=OutboxPost.attempts + 1), execution_options={"synchronize_session": False})
-    notice = NOTICE_OF.get(owed.post)
-    if notice is not None and message is not None and owed.grant_id is not None:
-        repo.save_notice(session, owed.grant_id, notice, *message)
+    kind = NOTICE_OF.get(owed.post)
+    if kind is not None and message is not None and owed.grant_id is not None:
+        channel, ref = message
+        upsert = (postgresql.insert if session.get_bind().dialect.name == "postgresql"
+                  else sqlite.insert)(Notice)
+        session.execute(upsert.values(grant_id=owed.grant_id, kind=kind, channel=channel,
+                                      ref=ref)
+                        .on_conflict_do_update(index_elements=["grant_id", "kind"],
+                                               set_={"channel": channel, "ref": ref}))
+
+
+def notice(session: Session, grant_id: int, post: Post) -> tuple[str, str] | None:
+    """Where the thread parent or the card of a grant was posted: (channel, ts)."""
+    found = session.execute(select(Notice.channel, Notice.ref).where(
+        Notice.grant_id == grant_id, Notice.kind == NOTICE_OF[post])).first()
+    return (found[0], found[1]) if found is not None else None
 
 
 def mark_failed(session: Session, owed: Owed, now: datetime, error: str) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Select, and_, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from jitcore.domain import HOLDS_RULE, GrantView, Status, can_transition
-from jitcore.store.models import Grant, Notice, PriorityReservation, RuleHandle, grants_table
+from jitcore.store.models import Grant, PriorityReservation, RuleHandle, grants_table
 
 
 class GrantIds:
@@ -286,19 +286,6 @@ def list_views(session: Session, statuses: Collection[Status] | None = None,
     handles = {h.id: h for h in session.scalars(
         select(RuleHandle).where(RuleHandle.id.in_(handle_ids)))} if handle_ids else {}
     return [to_view(r, handles.get(r.rule_handle_id or -1)) for r in rows]
-
-
-def notice(session: Session, grant_id: int, kind: str) -> Notice | None:
-    return session.scalars(select(Notice).where(Notice.grant_id == grant_id,
-                                                Notice.kind == kind)).first()
-
-
-def save_notice(session: Session, grant_id: int, kind: str, channel: str, ref: str) -> None:
-    existing = notice(session, grant_id, kind)
-    if existing is None:
-        session.add(Notice(grant_id=grant_id, kind=kind, channel=channel, ref=ref))
-    else:
-        existing.channel, existing.ref = channel, ref
 
 
 def last_source(session: Session, requester: str) -> str | None:
