@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.fakes.hanging import HangingServer
 from tests.fakes.slack_api import SlackApiFake
 from tests.support.aws import jit_rules
+from tests.support.policies import write_bot_policy
 
 SECRET = "e2e-signing-secret"
 BOT_TOKEN = "xoxb-test"
@@ -96,16 +96,7 @@ class Bot:
 @contextmanager
 def running_bot(aws_group: Any, tmp_path: Path, env: dict[str, str] | None = None,
                 **target: Any) -> Iterator[Bot]:
-    config = tmp_path / "jit.yaml"
-    config.write_text(yaml.safe_dump({
-        "slack": {"approvals_channel": APPROVALS, "audit_channel": AUDIT},
-        "defaults": {"approvers": [BOB], "max_duration": "1h"},
-        "targets": {"prod-db": {
-            "aws": {"region": "us-east-1", "security_group_id": aws_group.group_id},
-            "ports": {"ssh": {"port": 22, "max_duration": "30m"}},
-            **target,
-        }},
-    }))
+    config = write_bot_policy(tmp_path / "jit.yaml", aws_group.group_id, **target)
     port = free_port()
     with SlackApiFake(bot_token=BOT_TOKEN) as slack:
         bot_env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET,

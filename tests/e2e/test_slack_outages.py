@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from sqlalchemy import func, select
 
 from jitcore.store import Store
@@ -37,22 +36,14 @@ from tests.e2e.test_slack_bot import (
 from tests.fakes.slack_api import Call, SlackApiFake
 from tests.support.aws import jit_rules
 from tests.support.fixtures import new_postgres_database
+from tests.support.policies import write_bot_policy
 
 OUTAGE = 60.0  # seconds Slack is down in the outage tests
 BACK_WITHIN = 30.0  # seconds after Slack's return by which everything owed has arrived
 
 
 def write_policy(tmp_path: Path, aws_group: Any) -> Path:
-    config = tmp_path / "jit.yaml"
-    config.write_text(yaml.safe_dump({
-        "slack": {"approvals_channel": APPROVALS, "audit_channel": AUDIT},
-        "defaults": {"approvers": [BOB], "max_duration": "1h"},
-        "targets": {"prod-db": {
-            "aws": {"region": "us-east-1", "security_group_id": aws_group.group_id},
-            "ports": {"ssh": {"port": 22, "max_duration": "30m"}},
-        }},
-    }))
-    return config
+    return write_bot_policy(tmp_path / "jit.yaml", aws_group.group_id)
 
 
 @contextmanager

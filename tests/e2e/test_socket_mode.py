@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.test_slack_bot import free_port, wait_until
 from tests.fakes.socket_mode import (
@@ -30,6 +29,7 @@ from tests.fakes.socket_mode import (
     slash_command,
 )
 from tests.support.aws import jit_rules
+from tests.support.policies import write_bot_policy
 
 BOT_TOKEN = "xoxb-test"
 APP_TOKEN = "xapp-1-A0JITAPP-1-e2e"
@@ -102,15 +102,7 @@ def socket_mode_server() -> Iterator[SocketModeServer]:
 
 def bot_env(server: SocketModeServer, slack: SlackWithSocketMode, aws_group: Any,
             tmp_path: Path, app_token: str = APP_TOKEN) -> dict[str, str]:
-    config = tmp_path / "jit.yaml"
-    config.write_text(yaml.safe_dump({
-        "slack": {"approvals_channel": APPROVALS, "audit_channel": AUDIT},
-        "defaults": {"approvers": [BOB], "max_duration": "1h"},
-        "targets": {"prod-db": {
-            "aws": {"region": "us-east-1", "security_group_id": aws_group.group_id},
-            "ports": {"ssh": {"port": 22, "max_duration": "30m"}},
-        }},
-    }))
+    config = write_bot_policy(tmp_path / "jit.yaml", aws_group.group_id)
     ca_bundle = server.write_ca(tmp_path / "slack-ca.pem")
     return {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET,
             "SLACK_APP_TOKEN": app_token, "SLACK_API_URL": slack.api_url,

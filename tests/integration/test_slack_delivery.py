@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,19 @@ def service(store: Store, policy: Policy) -> JitService:
                       SystemClock())
 
 
-def sender(slack: SlackApiFake, policy: Policy, store: Store, **options: Any) -> Delivery:
+@contextmanager
+def delivering(slack: SlackApiFake, policy: Policy, store: Store,
+               **options: Any) -> Iterator[Delivery]:
+    """jit-bot's sender, running against the fake until the block ends."""
     options.setdefault("poll", 0.05)
     options.setdefault("probe_every", 0.5)
-    return Delivery(delivery_client("xoxb-test", slack.api_url, timeout=2), policy, store,
-                    **options)
+    delivery = Delivery(delivery_client("xoxb-test", slack.api_url, timeout=2), policy, store,
+                        **options)
+    delivery.start()
+    try:
+        yield delivery
+    finally:
+        delivery.close()
 
 
 def posts(slack: SlackApiFake) -> list[Call]:
@@ -132,12 +141,8 @@ def test_a_policy_without_slack_writes_no_rows(store: Store, aws_group: Any) -> 
 def test_delivered_in_order_with_thread_and_card_followed_up(
         service: JitService, store: Store, slack: SlackApiFake, policy: Policy) -> None:
     gid = lifecycle(service)
-    delivery = sender(slack, policy, store)
-    delivery.start()
-    try:
+    with delivering(slack, policy, store):
         wait_for_rows(store, 10, {"sent"})
-    finally:
-        delivery.close()
     sent = posts(slack)
     assert [(c.method, c.args["channel"]) for c in sent] == [
         ("chat.postMessage", AUDIT), ("chat.postMessage", APPROVALS),
@@ -158,9 +163,7 @@ def test_delivered_in_order_with_thread_and_card_followed_up(
 def test_an_outage_delays_posts_and_loses_none(service: JitService, store: Store,
                                                slack: SlackApiFake, policy: Policy) -> None:
     slack.outage(status=503)
-    delivery = sender(slack, policy, store, backoff_base=0.2, backoff_cap=1.0)
-    delivery.start()
-    try:
+    with delivering(slack, policy, store, backoff_base=0.2, backoff_cap=1.0):
         lifecycle(service)
         time.sleep(1.5)
         assert posts(slack) == []
@@ -175,8 +178,6 @@ def test_an_outage_delays_posts_and_loses_none(service: JitService, store: Store
         back = time.monotonic()
         wait_for_rows(store, 10, {"sent"})
         took = time.monotonic() - back
-    finally:
-        delivery.close()
     assert took < 5
     sent = posts(slack)
     assert len(sent) == 9 and len({(c.method, str(c.args)) for c in sent}) == 9  # once each
@@ -187,12 +188,8 @@ def test_rate_limited_post_waits_for_retry_after(service: JitService, store: Sto
                                                  slack: SlackApiFake, policy: Policy) -> None:
     service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=30), SOURCE)
     slack.rate_limit_next(1, retry_after=3, method="chat.postMessage")
-    delivery = sender(slack, policy, store)
-    delivery.start()
-    try:
+    with delivering(slack, policy, store):
         wait_for_rows(store, 10, {"sent"})
-    finally:
-        delivery.close()
     attempts = [c for c in slack.calls if c.method == "chat.postMessage"]
     assert attempts[0].status == 429 and attempts[1].ok
     assert attempts[1].at - attempts[0].at >= 3.0
@@ -205,13 +202,9 @@ def test_a_missing_audit_channel_fails_its_posts_for_good_and_the_rest_flows(
     slack.break_channel(AUDIT, "channel_not_found")
     registry = CollectorRegistry()
     metrics = install(store, service.clock, registry)
-    delivery = sender(slack, policy, store, metrics=metrics)
-    delivery.start()
-    try:
+    with delivering(slack, policy, store, metrics=metrics):
         gid = lifecycle(service)
         found = wait_for_rows(store, 10, {"sent", "failed"})
-    finally:
-        delivery.close()
     failed = [(r.post, r.last_error) for r in found if r.status == "failed"]
     assert failed == [("thread", "channel_not_found")] + [("reply", "channel_not_found")] * 3
     audit_tries = [c for c in slack.calls if c.args.get("channel") == AUDIT]
@@ -240,12 +233,8 @@ def test_a_missing_audit_channel_fails_its_posts_for_good_and_the_rest_flows(
     again = CliRunner().invoke(cli, ["--config", str(config), "--database-url", db_url,
                                      "outbox", "retry"])
     assert again.output == "4 failed post(s) queued again; jit-bot sends them\n"
-    delivery = sender(slack, policy, store)
-    delivery.start()
-    try:
+    with delivering(slack, policy, store):
         wait_for_rows(store, 10, {"sent"})
-    finally:
-        delivery.close()
     assert len(slack.messages(AUDIT)) == 4
 
 
@@ -257,12 +246,8 @@ def test_replies_wait_for_their_parent(service: JitService, store: Store,
     service.cancel(first.id, REQUESTER)
     second = service.request(REQUESTER, "prod-db", "rdp", timedelta(minutes=30), SOURCE).grant
     slack.rate_limit_next(1, retry_after=2, method="chat.postMessage")  # the first parent
-    delivery = sender(slack, policy, store)
-    delivery.start()
-    try:
+    with delivering(slack, policy, store):
         wait_for_rows(store, 10, {"sent"})
-    finally:
-        delivery.close()
     texts = [(c.args.get("channel"), c.args.get("thread_ts"), c.ok) for c in slack.calls
              if c.method == "chat.postMessage"]
     assert texts[0] == (AUDIT, None, False)
@@ -281,12 +266,8 @@ def test_restart_takes_over_a_dead_senders_lease_on_sqlite(service: JitService, 
     service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=30), SOURCE)
     with store.transaction() as session:  # a sender that died holding the lane
         assert outbox.claim(session, "dead:1:000000", service.clock.now(), timedelta(hours=1))
-    delivery = sender(slack, policy, store)
-    delivery.start()
-    try:
+    with delivering(slack, policy, store):
         wait_for_rows(store, 5, {"sent"})
-    finally:
-        delivery.close()
     assert len(posts(slack)) == 2
 
 
@@ -294,12 +275,8 @@ def test_delivered_rows_are_pruned_after_the_retention(service: JitService, stor
                                                        slack: SlackApiFake,
                                                        policy: Policy) -> None:
     lifecycle(service)
-    delivery = sender(slack, policy, store)
-    delivery.start()
-    try:
+    with delivering(slack, policy, store):
         wait_for_rows(store, 10, {"sent"})
-    finally:
-        delivery.close()
     service.request(REQUESTER, "prod-db", "rdp", timedelta(minutes=30), SOURCE)  # pending
     with store.transaction() as session:
         assert outbox.prune(session, service.clock.now() - timedelta(days=7)) == 0

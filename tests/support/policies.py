@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from jitcore.policy import Policy
 from jitcore.policy_file import parse_policy
@@ -56,3 +59,18 @@ def azure_policy_data(arm_endpoint: str, subscription_id: str, resource_group: s
 def azure_policy(arm_endpoint: str, subscription_id: str, **kwargs: Any) -> Policy:
     return parse_policy(azure_policy_data(arm_endpoint, subscription_id, **kwargs),
                         "test-policy.yaml")
+
+
+def write_bot_policy(config: Path, group_id: str, **target: Any) -> Path:
+    """The policy the jit-bot process tests run with: prod-db (ssh up to 30m) on an AWS
+    group, U0BOB its approver, the approvals and audit channels C0APPROVE and C0AUDIT."""
+    config.write_text(yaml.safe_dump({
+        "slack": {"approvals_channel": "C0APPROVE", "audit_channel": "C0AUDIT"},
+        "defaults": {"approvers": [APPROVER], "max_duration": "1h"},
+        "targets": {"prod-db": {
+            "aws": {"region": "us-east-1", "security_group_id": group_id},
+            "ports": {"ssh": {"port": 22, "max_duration": "30m"}},
+            **target,
+        }},
+    }))
+    return config
