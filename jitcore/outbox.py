@@ -216,7 +216,7 @@ RECORDING = insert(outbox_table).from_select(
 
 @dataclass(frozen=True, slots=True)
 class Owed:
-    """A claimed row: what to send, where, and what it was before."""
+    """A claimed row: what to send, where, and how often it was tried."""
 
     id: int
     lane: str
@@ -225,7 +225,6 @@ class Owed:
     channel: str
     payload: str
     attempts: int
-    created_at: datetime
 
     def event(self) -> GrantEvent:
         return event_from_json(self.payload)
@@ -247,16 +246,16 @@ def claim(session: Session, sender: str, now: datetime, lease: timedelta,
         .with_for_update(skip_locked=True, of=OutboxPost)).all()
     if not heads:
         return []
-    names = [lane for _, lane in heads]
+    oldest_first = {lane: n for n, (_, lane) in enumerate(heads)}
     rows = session.scalars(
         update(OutboxPost)
-        .where(OutboxPost.status == PENDING, OutboxPost.lane.in_(names),
+        .where(OutboxPost.status == PENDING, OutboxPost.lane.in_(list(oldest_first)),
                or_(OutboxPost.leased_until.is_(None), OutboxPost.leased_until < now,
                    OutboxPost.leased_by == sender))
         .values(leased_until=now + lease, leased_by=sender)
         .returning(OutboxPost), execution_options={"synchronize_session": False}).all()
-    return [Owed(r.id, r.lane, r.grant_id, Post(r.post), r.channel, r.payload, r.attempts,
-                 r.created_at) for r in sorted(rows, key=lambda r: (r.lane, r.id))]
+    return [Owed(r.id, r.lane, r.grant_id, Post(r.post), r.channel, r.payload, r.attempts)
+            for r in sorted(rows, key=lambda r: (oldest_first[r.lane], r.id))]
 
 
 def mark_sent(session: Session, owed: Owed, now: datetime,
