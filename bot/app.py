@@ -27,8 +27,11 @@ from slack_sdk import WebClient
 
 from bot.listeners import register_all
 from jitcore.service import JitService
+from jitcore.store.deadlines import within
 
 log = logging.getLogger(__name__)
+
+ACK_DB_BUDGET = 1.5  # s a database statement may take before the ack (Slack waits 3 s)
 
 
 class AfterAck:
@@ -99,7 +102,9 @@ class _App(App):
         self._foreground = foreground
 
     def dispatch(self, req: BoltRequest) -> BoltResponse:
-        with self._foreground:
+        # Each database statement of the ack path gets ACK_DB_BUDGET: on a hung database
+        # the person still hears "unavailable" before Slack's 3 s are up.
+        with self._foreground, within(ACK_DB_BUDGET):
             return super().dispatch(req)
 
 

@@ -8,7 +8,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +28,9 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # until it has run for STUCK_SWEEP.
 STALE_SWEEP = timedelta(minutes=2)
 STUCK_SWEEP = timedelta(minutes=15)
+# A probe answers within a second whatever the database does: a ping that has not answered
+# by then makes the replica not ready (and the next probe does not start another).
+PING_WAIT = 0.8  # s
 
 
 class Readiness:
@@ -34,15 +40,31 @@ class Readiness:
         self._engine = engine
         self._stale_after = stale_after
         self._started_at = started_at or datetime.now(UTC)
+        self._pinger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jit-readiness")
+        self._ping_lock = threading.Lock()
+        self._pinging: Future[None] | None = None
+
+    def _ping(self) -> str | None:
+        """The database's answer to a ping, waited for at most PING_WAIT."""
+        with self._ping_lock:
+            if self._pinging is None or self._pinging.done():
+                self._pinging = self._pinger.submit(self._store.ping, PING_WAIT)
+            pinging = self._pinging
+        try:
+            pinging.result(timeout=PING_WAIT)
+        except FutureTimeout:
+            return f"the database did not answer within {PING_WAIT:g} s"
+        except StoreError as exc:
+            return str(exc)
+        return None
 
     def check(self) -> str | None:
         """None when ready, else why not."""
         if not self._engine.running:
             return "the expiry engine is not running"
-        try:
-            self._store.ping()
-        except StoreError as exc:
-            return str(exc)
+        problem = self._ping()
+        if problem is not None:
+            return problem
         now = datetime.now(UTC)
         done = self._engine.last_sweep_at or self._started_at
         began = self._engine.sweep_started_at

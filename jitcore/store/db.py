@@ -33,9 +33,11 @@ from sqlalchemy.exc import (
     NoSuchModuleError,
     OperationalError,
 )
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from jitcore.errors import StoreError
+from jitcore.store.deadlines import Watchdog, within
 
 DEFAULT_DATABASE_URL = "sqlite:///./jit.db"
 _READ_ONLY = "jit_read_only"
@@ -84,14 +86,24 @@ def _make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # The bare scheme would pick psycopg2, which jit does not ship.
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    deadline = kwargs.pop("statement_deadline", STATEMENT_DEADLINE)
     # Room for the request threads, the engine's close workers and the cross-process rule
-    # locks (each held on a connection of its own while a cloud call runs).
-    kwargs = {"pool_size": 10, "max_overflow": 20, **kwargs}
-    # An unreachable server fails a connect in seconds, not at the OS's TCP timeout.
-    kwargs["connect_args"] = {"connect_timeout": 5, **kwargs.get("connect_args", {})}
+    # locks (each held on a connection of its own while a cloud call runs); a checkout
+    # waits a bounded time for one, as everything else on a hung database does.
+    kwargs = {"pool_size": 10, "max_overflow": 20, "pool_timeout": POOL_TIMEOUT, **kwargs}
+    # An unreachable or hung server fails a connect in 2 s (libpq's least), not at the OS's
+    # TCP timeout.
+    kwargs["connect_args"] = {"connect_timeout": 2, **kwargs.get("connect_args", {})}
     engine = create_engine(url, **kwargs)
     _ping_when_idle(engine)
+    Watchdog(deadline).attach(engine)
     return engine
+
+
+# PostgreSQL statements end after this long unless `within()` says otherwise: a hung database
+# fails the sweep, which the next tick runs again, instead of wedging the engine.
+STATEMENT_DEADLINE = 10.0  # s
+POOL_TIMEOUT = 2.0  # s a checkout waits for a pooled connection
 
 
 # A pooled PostgreSQL connection unused for this long is tested before it is handed out.
@@ -202,7 +214,8 @@ class Store:
             return
         # Autocommit: the locks are the session's, and no transaction (with its snapshot)
         # stays open while the cloud call runs.
-        with self.autocommit() as conn:
+        # Waiting for another replica's cloud call is the point here: no deadline.
+        with within(None), self.autocommit() as conn:
             try:
                 for key in keys:
                     conn.execute(_ADVISORY_LOCK, {"space": _NAMED_LOCKS, "key": key})
@@ -223,13 +236,16 @@ class Store:
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
 
-    def ping(self) -> None:
-        """Raise StoreError unless the database answers a trivial query now."""
+    def ping(self, deadline: float | None = None) -> None:
+        """Raise StoreError unless the database answers a trivial query now (within
+        `deadline` s, on PostgreSQL, when given)."""
         try:
-            with self.engine.connect() as conn:
+            with within(deadline) if deadline else nullcontext(), self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except DBAPIError as exc:
             raise StoreError(f"cannot reach the database: {exc.orig}") from exc
+        except SQLAlchemyTimeout as exc:
+            raise StoreError(f"cannot reach the database: {exc}") from exc
 
     def claim_engine(self) -> Callable[[], None]:
         """SQLite: make this the one process running the engine on this database file, or
@@ -330,7 +346,8 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     from alembic import command
 
     try:
-        command.upgrade(_alembic_config(engine), revision)
+        with within(None):  # a migration takes as long as it takes
+            command.upgrade(_alembic_config(engine), revision)
         with engine.connect() as conn:
             return _current_revision(conn)
     except OperationalError as exc:
