@@ -95,8 +95,9 @@ def _make_engine(url: str, **kwargs: Any) -> Engine:
     # TCP timeout.
     kwargs["connect_args"] = {"connect_timeout": 2, **kwargs.get("connect_args", {})}
     engine = create_engine(url, **kwargs)
-    _ping_when_idle(engine)
-    Watchdog(deadline).attach(engine)
+    watchdog = Watchdog(deadline)
+    watchdog.attach(engine)
+    _ping_when_idle(engine, watchdog)
     return engine
 
 
@@ -110,7 +111,7 @@ POOL_TIMEOUT = 2.0  # s a checkout waits for a pooled connection
 _IDLE_BEFORE_PING = 10.0  # s
 
 
-def _ping_when_idle(engine: Engine) -> None:
+def _ping_when_idle(engine: Engine, watchdog: Watchdog) -> None:
     """Pessimistic disconnect handling, without a round trip on every checkout.
 
     A connection that sat in the pool may have been cut (a database restart or failover, an
@@ -130,9 +131,13 @@ def _ping_when_idle(engine: Engine) -> None:
         idle_since = record.info.get("jit_idle_since")
         if idle_since is None or time.monotonic() - idle_since < _IDLE_BEFORE_PING:
             return  # new, or just used
+        ended = watchdog.ended
         try:
-            engine.dialect.do_ping(dbapi_connection)
+            with watchdog.bounded(dbapi_connection):  # a hung server must not hang the ping
+                engine.dialect.do_ping(dbapi_connection)
         except engine.dialect.loaded_dbapi.Error as exc:
+            if watchdog.ended != ended:  # hung, not restarted: another connection would hang
+                raise  # too, so no retry (the caller gets a DBAPIError at once)
             # The pool discards this connection and checks out another (up to 3 tries).
             raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
 

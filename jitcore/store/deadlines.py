@@ -66,14 +66,26 @@ class Watchdog:
         chosen = _within.get()
         return self.default if chosen is _UNSET else chosen  # type: ignore[return-value]
 
+    @contextlib.contextmanager
+    def bounded(self, dbapi_connection: Any) -> Iterator[None]:
+        """A call on the raw connection (a ping on checkout), under the same deadline."""
+        ticket = self._start(_fd(dbapi_connection))
+        try:
+            yield
+        finally:
+            if ticket is not None:
+                with self._lock:
+                    self._running.pop(ticket, None)
+
     def _before(self, conn: Any, _cursor: Any, _statement: str, _params: Any,
                 context: Any, _many: bool) -> None:
+        if context is not None:
+            context.jit_deadline_ticket = self._start(_socket_of(conn))
+
+    def _start(self, fd: int | None) -> int | None:
         seconds = self._deadline()
-        if seconds is None or context is None:
-            return
-        fd = _socket_of(conn)
-        if fd is None:
-            return
+        if seconds is None or fd is None:
+            return None
         with self._lock:
             ticket = next(self._tickets)
             self._running[ticket] = fd
@@ -84,7 +96,7 @@ class Watchdog:
                 self._thread.start()
             elif self._due[0][1] == ticket:
                 self._lock.notify()
-        context.jit_deadline_ticket = ticket
+        return ticket
 
     def _after(self, _conn: Any, _cursor: Any, _statement: str, _params: Any,
                context: Any, _many: bool) -> None:
@@ -122,9 +134,16 @@ class Watchdog:
 
 
 def _socket_of(conn: Any) -> int | None:
-    """The file descriptor of a psycopg connection's socket, or None."""
+    """The file descriptor of a SQLAlchemy connection's psycopg socket, or None."""
     try:
-        return int(conn.connection.dbapi_connection.pgconn.socket)
+        return _fd(conn.connection.dbapi_connection)
+    except AttributeError:
+        return None
+
+
+def _fd(dbapi_connection: Any) -> int | None:
+    try:
+        return int(dbapi_connection.pgconn.socket)
     except (AttributeError, TypeError, ValueError, OSError):
         return None
     except Exception:  # noqa: BLE001 (psycopg raises its own when the connection is closed)

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from jitcore.store import Store, make_engine
+from jitcore.store import Store, db, make_engine
 from jitcore.store.deadlines import within
 from tests.e2e.test_ops_endpoints import bot_on, get, own_database
 from tests.e2e.test_slack_bot import ALICE, signed_post, wait_until
@@ -47,7 +47,8 @@ def jit_command(base: str, text_: str) -> tuple[int, str]:
 
 
 @pytest.mark.postgres
-def test_statements_on_a_hung_database_end_at_their_deadline_and_recover() -> None:
+def test_statements_on_a_hung_database_end_at_their_deadline_and_recover(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     server = make_url(postgres_url())
     with TcpRelay(server.host or "127.0.0.1", server.port or 5432) as relay:
         store = Store(make_engine(through(relay, postgres_url()), statement_deadline=2.0))
@@ -60,6 +61,13 @@ def test_statements_on_a_hung_database_end_at_their_deadline_and_recover() -> No
             assert _select(store, None) == 1  # the same store, no restart
             relay.hang()
             assert refused_after(lambda: _select(store, None)) < 3.5  # the engine's default
+            relay.resume()
+            assert _select(store, None) == 1
+            # A connection idle in the pool is pinged on checkout: the ping has a deadline
+            # too, and a hung ping is not retried on new connections (each would hang).
+            monkeypatch.setattr(db, "_IDLE_BEFORE_PING", 0.0)
+            relay.hang()
+            assert refused_after(lambda: _select(store, 1.0)) < 1.8
         finally:
             relay.resume()
             store.dispose()
