@@ -24,6 +24,7 @@ from jitcore.domain import parse_duration
 REQUIRED = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
 EVENTS_PATH = "/slack/events"
 HTTP_THREADS = 4  # requests answered at once; more wait in waitress's queue
+MAX_REQUEST_BODY = 1024 * 1024  # waitress answers 413 past this without reading it all
 
 log = logging.getLogger("jit.bot")
 
@@ -195,7 +196,11 @@ def run(settings: BotSettings) -> None:
         else:
             from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-            slack = SlackRequestHandler(app, path=EVENTS_PATH)
+            from bot.signing import SignedOnly
+
+            # Bolt parses a body before it checks its signature: unsigned junk must not reach it
+            slack = SignedOnly(SlackRequestHandler(app, path=EVENTS_PATH),
+                               settings.signing_secret, path=EVENTS_PATH)
             serve_http(ops_app(readiness, slack), settings.http_port, stop)
     finally:
         later.close()
@@ -210,7 +215,8 @@ def serve_http(wsgi_app: Any, port: int, stop: threading.Event) -> None:
     from waitress.server import create_server
 
     server = create_server(wsgi_app, host="0.0.0.0", port=port, threads=HTTP_THREADS,  # noqa: S104 (Slack must reach it)
-                           backlog=socket.SOMAXCONN, ident="jit-bot")
+                           backlog=socket.SOMAXCONN, ident="jit-bot",
+                           max_request_body_size=MAX_REQUEST_BODY)
     thread = threading.Thread(target=server.run, name="jit-http", daemon=True)
     thread.start()
     log.info("jit-bot listening on http://0.0.0.0:%d (%s, /healthz, /readyz, /metrics)",
