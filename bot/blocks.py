@@ -25,7 +25,7 @@ from typing import Any, TypeAlias
 
 from bot.grammar import HELP_TEXT, REQUEST_EXAMPLE
 from jitcore.domain import EventKind, GrantEvent, GrantView, Status, format_duration
-from jitcore.policy import AwsLocation, Target
+from jitcore.policy import MAX_REASON_CHARS, AwsLocation, Target
 
 Block: TypeAlias = dict[str, Any]
 Message: TypeAlias = dict[str, Any]
@@ -49,7 +49,7 @@ MAX_FALLBACK = 500  # a notification line, not the message
 REASON_IN_CARD = 1500
 REASON_IN_LINE = 200
 DETAIL_IN_AUDIT = 500
-REASON_INPUT_MAX = 1000
+REASON_INPUT_MAX = MAX_REASON_CHARS  # Slack stops the typing where policy would refuse it
 
 _SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")
 _CLOSED_NOTE = ("established sessions are not cut by the firewall; "
@@ -454,8 +454,8 @@ def deny_modal(grant_id: int) -> View:
     """Asks the approver why; the reason goes to the requester and the audit channel."""
     return _modal(DENY_MODAL, "Deny request", [
         _section(f"Deny request *#{grant_id}*? The requester sees your reason."),
-        _input("reason", "Reason", _text_input(None, "Why not, or what to do instead", 500,
-                                               multiline=True)),
+        _input("reason", "Reason", _text_input(None, "Why not, or what to do instead",
+                                               REASON_INPUT_MAX, multiline=True)),
     ], "Deny", private_metadata=str(grant_id))
 
 
@@ -541,6 +541,14 @@ def home_view(active: list[GrantView], pending: list[GrantView],
             blocks.append({"type": "divider"})
         blocks.extend(_home_section(title, empty, items, room))
     return {"type": "home", "blocks": blocks}
+
+
+def home_unavailable(why: str) -> View:
+    """The App Home when jit cannot read the grants: why, in words, and what to do."""
+    return {"type": "home", "blocks": [
+        _context(f"Ask for access with {_code(REQUEST_EXAMPLE)}, or `/jit help`."),
+        _section(f":warning: {escape(why)}"),
+    ]}
 
 
 # ---- slash command answers ----------------------------------------------------------------

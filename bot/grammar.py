@@ -9,11 +9,15 @@ demands give a `ParseError` whose message quotes them and whose example shows th
 `from <address>` may stand anywhere before the reason, or end it if it names an IP.
 Sources are kept as typed (cleaned); `jitcore.policy` decides whether they are allowed.
 Messages quote user text, so whoever renders them must escape it.
+
+`request_id` reads a request number wherever one comes in: a command word, a button's
+value, a modal's private_metadata.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from contextlib import suppress
 from dataclasses import dataclass
@@ -67,6 +71,13 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class NotARequestNumber:
+    """A value where a request number belongs that is not one; the message quotes it."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class ParseError:
     """What was wrong with the text, and a correct command of the form the user meant."""
 
@@ -95,7 +106,9 @@ HELP_TEXT = "\n".join((
     *(f"`{example}` {what}" for example, what in EXAMPLES),
 ))
 
-_MAX_GRANT_ID = 2**63 - 1  # a signed 64-bit database key
+MAX_REQUEST_ID = 2**31 - 1  # the grants table's id is a 32-bit integer on PostgreSQL
+_ID_DIGITS = len(str(MAX_REQUEST_ID))
+_SHOWN_CHARS = 40
 _MAX_DURATION_CHARS = 32  # parse_duration is quadratic in long digit runs
 _DURATION_WORDS = 4  # `1h 30m` and `30 m` are one duration
 _SLACK_MARKUP = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
@@ -155,16 +168,38 @@ def _reason_lead(word: str) -> str | None:
     return lowered if lowered in ("reason", "because") else None
 
 
+def _shown(value: object) -> str:
+    """A value someone sent, in a code span: cut short, controls and backticks replaced."""
+    if not isinstance(value, str):
+        value = json.dumps(value, default=repr)  # `null`, as it came in the JSON
+    if not value:
+        return "an empty value"
+    cut = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…"
+    plain = "".join("\ufffd" if not char.isprintable() and char != " " else char
+                    for char in cut)
+    return "`" + plain.replace("`", "'") + "`"
+
+
+def request_id(value: object) -> int | NotARequestNumber:
+    """A request number as a command word, a button value or a modal's private_metadata
+    carries it: ASCII digits, after an optional `#`, from 1 to MAX_REQUEST_ID. Never raises."""
+    if isinstance(value, str):
+        digits = value.removeprefix("#")
+        # Length first: int() refuses strings past 4300 digits; isascii: int() reads "٣" too.
+        if (0 < len(digits) <= _ID_DIGITS and digits.isascii() and digits.isdigit()
+                and 0 < int(digits) <= MAX_REQUEST_ID):
+            return int(digits)
+    return NotARequestNumber(f"{_shown(value)} is not a request number")
+
+
 def _grant_id(command: str, words: list[str], example: str) -> int | ParseError:
     if not words:
         return ParseError(f"`{command}` needs a grant id, the number `/jit list` shows", example)
-    digits = words[0].removeprefix("#")
-    # The length check comes first: int() refuses strings past 4300 digits.
-    if not (digits.isascii() and digits.isdigit() and len(digits) <= 19
-            and 0 < int(digits) <= _MAX_GRANT_ID):
+    found = request_id(words[0])
+    if isinstance(found, NotARequestNumber):  # the words `/jit help` and `/jit list` use
         return ParseError(f"{_quote(words[0])} is not a grant id; give a number such as 42 "
                           "or #42 from `/jit list`", example)
-    return int(digits)
+    return found
 
 
 def _duration(words: list[str]) -> tuple[timedelta, int] | str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,6 +34,13 @@ _PRIVATE_RANGES: tuple[IPNetwork, ...] = tuple(
 )
 ANY_V4 = ipaddress.ip_network("0.0.0.0/0")
 ANY_V6 = ipaddress.ip_network("::/0")
+
+# A reason is read in a card, an audit line and a log line: a few sentences, not a file.
+MAX_REASON_CHARS = 300
+# C0 and C1 controls and DEL, but tab, line feed and carriage return (a multi-line reason
+# is laid out with them): PostgreSQL refuses NUL in text, the others garble what shows it.
+# And half of a UTF-16 pair, alone: JSON can carry one, no database encoding can store it.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +172,8 @@ class Reason(enum.StrEnum):
     NOT_AN_APPROVER = "not_an_approver"
     AUTO_APPROVED = "auto_approved"
     NOT_AUTO_APPROVED = "not_auto_approved"
+    REASON_TOO_LONG = "reason_too_long"
+    REASON_UNPRINTABLE = "reason_unprintable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +272,23 @@ def check_source(port: PortPolicy, text: str) -> tuple[Decision, IPNetwork | Non
     return _yes(), source
 
 
+def check_reason(text: str) -> Decision:
+    """Is this reason (a request's or a denial's) fit to keep: at most MAX_REASON_CHARS
+    characters once stripped, as it is stored, and plain text?"""
+    kept = text.strip()
+    if len(kept) > MAX_REASON_CHARS:  # first: a huge reason is refused without a scan
+        return _no(Reason.REASON_TOO_LONG,
+                   f"the reason is {len(kept)} characters; keep it to {MAX_REASON_CHARS}")
+    found = _UNPRINTABLE.search(kept)
+    if found is not None:
+        code = ord(found.group())
+        kind = "an invalid character" if 0xD800 <= code <= 0xDFFF else "a control character"
+        return _no(Reason.REASON_UNPRINTABLE,
+                   f"the reason contains {kind} (U+{code:04X}); write it as plain text "
+                   "(line breaks and tabs are fine)")
+    return _yes()
+
+
 def check_request(
     policy: Policy,
     requester: str,
@@ -270,8 +297,13 @@ def check_request(
     port_text: str,
     duration: timedelta,
     source_text: str,
+    reason: str = "",
 ) -> RequestCheck:
-    """May this user request this port on this target, for this long, from this source?"""
+    """May this user request this port on this target, for this long, from this source,
+    giving this reason?"""
+    reason_decision = check_reason(reason)
+    if not reason_decision:
+        return RequestCheck(reason_decision)
     target = policy.targets.get(target_name.strip().lower())
     if target is None:
         known = ", ".join(sorted(policy.targets)) or "none"

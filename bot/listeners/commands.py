@@ -10,8 +10,17 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot import blocks, grammar
+from bot.listeners.answers import (
+    NO_SENDER,
+    STORE_ERRORS,
+    open_approved,
+    sender,
+    store_failed,
+    unavailable,
+)
 from jitcore.domain import HOLDS_RULE, Status, format_duration
-from jitcore.errors import JitError, NotAllowed, StoreError
+from jitcore.errors import JitError, NotAllowed
+from jitcore.policy import check_reason
 from jitcore.service import Extension, JitService
 
 if TYPE_CHECKING:
@@ -24,8 +33,15 @@ def register(app: App, service: JitService, later: Later) -> None:
     @app.command("/jit")
     def jit_command(ack: Ack, command: dict[str, Any], client: WebClient,
                     respond: Respond) -> None:
-        user = command["user_id"]
-        parsed = grammar.parse(command.get("text") or "")
+        user = sender(command.get("user_id"))
+        if user is None:  # nobody to act for: nothing is done
+            ack(**blocks.error_message(NO_SENDER))
+            return
+        text = command.get("text")
+        parsed = grammar.parse(text if isinstance(text, str) else "")
+        if isinstance(parsed, grammar.Request) and not (decision := check_reason(parsed.reason)):
+            ack(**blocks.error_message(decision.detail, grammar.REQUEST_EXAMPLE))
+            return
         match parsed:
             case grammar.ParseError(message, example):
                 ack(**blocks.error_message(message, example))
@@ -34,12 +50,18 @@ def register(app: App, service: JitService, later: Later) -> None:
             case grammar.ListTargets():
                 ack(**blocks.targets_message(service.requestable(user)))
             case grammar.ListGrants():
-                mine = service.grants([*HOLDS_RULE, Status.PENDING, Status.APPROVED],
-                                      limit=20, requester=user)
+                try:
+                    mine = service.grants([*HOLDS_RULE, Status.PENDING, Status.APPROVED],
+                                          limit=20, requester=user)
+                except STORE_ERRORS as exc:
+                    store_failed(f"/jit list by {user}", exc)
+                    ack(**blocks.error_message(unavailable("read your requests", exc)))
+                    return
                 ack(**blocks.grants_message(mine))
             case grammar.Request() if parsed.missing:
                 ack()
-                later(lambda: client.views_open(trigger_id=command["trigger_id"],
+                trigger = command.get("trigger_id")
+                later(lambda: client.views_open(trigger_id=trigger,
                                                 view=request_modal(service, user, parsed)))
             case grammar.Request():
                 submit_request(service, user, parsed, ack, later)
@@ -47,11 +69,11 @@ def register(app: App, service: JitService, later: Later) -> None:
                 ack()
                 later(lambda: act(respond, lambda: service.revoke(grant_id, user,
                                                                   "revoked in Slack"),
-                                  f"#{grant_id} revoked"))
+                                  f"#{grant_id} revoked", f"revoke #{grant_id}", user))
             case grammar.Cancel(grant_id):
                 ack()
                 later(lambda: act(respond, lambda: service.cancel(grant_id, user),
-                                  f"#{grant_id} cancelled"))
+                                  f"#{grant_id} cancelled", f"cancel #{grant_id}", user))
             case grammar.Extend(grant_id, duration):
                 ack()
                 later(lambda: extend(service, respond, user, grant_id, duration))
@@ -61,6 +83,11 @@ def extend(service: JitService, respond: Respond, user: str, grant_id: int,
            duration: timedelta) -> None:
     try:
         extension = service.extend(grant_id, user, duration)
+    except STORE_ERRORS as exc:
+        store_failed(f"extend #{grant_id} by {user}", exc)
+        respond(**blocks.error_message(unavailable(f"extend #{grant_id}", exc)),
+                response_type="ephemeral")
+        return
     except JitError as exc:
         respond(**blocks.error_message(str(exc)), response_type="ephemeral")
         return
@@ -76,11 +103,9 @@ def submit_request(service: JitService, user: str, request: grammar.Request, ack
     except NotAllowed as exc:
         ack(**blocks.error_message(str(exc), grammar.REQUEST_EXAMPLE))
         return
-    except StoreError as exc:  # tell the user at once, not with Slack's timeout; the log
-        log.error("request by %s failed: %s", user, exc)  # has what the operators need
-        ack(**blocks.error_message(
-            "jit could not record the request: its database is unavailable. Try again in a "
-            "minute; if it keeps failing, tell jit's operators."))
+    except STORE_ERRORS as exc:  # tell the user at once, not with Slack's timeout; the log
+        store_failed(f"request by {user}", exc)  # has what the operators need
+        ack(**blocks.error_message(unavailable("record the request", exc)))
         return
     except JitError as exc:
         log.error("request by %s failed: %s", user, exc)
@@ -89,14 +114,14 @@ def submit_request(service: JitService, user: str, request: grammar.Request, ack
     ack(**blocks.request_ack(result.grant, result.auto_approved))
     if result.auto_approved:
         grant_id = result.grant.id
-        later(lambda: service.open(grant_id))  # after the ack: the cloud call takes a while
+        later(lambda: open_approved(service, grant_id))  # after the ack: the cloud call is slow
 
 
 def request_modal(service: JitService, user: str, request: grammar.Request) -> dict[str, Any]:
     targets = service.requestable(user)
     prefill = {"service": request.service or "", "target": request.target or "",
                "duration": format_duration(request.duration) if request.duration else "",
-               "source": request.source or service.last_source(user) or "",
+               "source": request.source or _last_source(service, user) or "",
                "reason": request.reason}
     services = sorted({p for t in targets for p in t.ports})
     if prefill["source"].endswith(("/32", "/128")):  # shown as the address it was typed as
@@ -105,10 +130,24 @@ def request_modal(service: JitService, user: str, request: grammar.Request) -> d
                                 [t.name for t in targets], services)
 
 
-def act(respond: Respond, action: Any, done: str) -> None:
+def _last_source(service: JitService, user: str) -> str | None:
+    """The address this person declared last, to prefill; without the database, none (the
+    form still opens, and its submission says what is wrong)."""
+    try:
+        return service.last_source(user)
+    except STORE_ERRORS as exc:
+        store_failed(f"reading the last source of {user}", exc)
+        return None
+
+
+def act(respond: Respond, action: Any, done: str, doing: str, user: str) -> None:
     """Run a jitcore action after ack(); tell the user what happened, ephemerally."""
     try:
         view = action()
+    except STORE_ERRORS as exc:
+        store_failed(f"{doing} by {user}", exc)
+        respond(**blocks.error_message(unavailable(doing, exc)), response_type="ephemeral")
+        return
     except JitError as exc:
         respond(**blocks.error_message(str(exc)), response_type="ephemeral")
         return

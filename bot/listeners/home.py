@@ -8,6 +8,7 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot import blocks
+from bot.listeners.answers import STORE_ERRORS, sender, store_failed, unavailable
 from jitcore.domain import Status
 from jitcore.service import JitService
 
@@ -16,15 +17,20 @@ if TYPE_CHECKING:
 
 
 def publish_home(client: WebClient, service: JitService, user: str) -> None:
-    active = service.grants([Status.ACTIVE, Status.OPENING], limit=50, requester=user)
-    pending = service.grants([Status.PENDING], limit=50, requester=user)
-    client.views_publish(user_id=user,
-                         view=blocks.home_view(active, pending, service.awaiting(user)))
+    """Publish the person's App Home; without the database, a page that says so."""
+    try:
+        active = service.grants([Status.ACTIVE, Status.OPENING], limit=50, requester=user)
+        pending = service.grants([Status.PENDING], limit=50, requester=user)
+        view = blocks.home_view(active, pending, service.awaiting(user))
+    except STORE_ERRORS as exc:
+        store_failed(f"App Home of {user}", exc)
+        view = blocks.home_unavailable(unavailable("show your requests and grants", exc))
+    client.views_publish(user_id=user, view=view)
 
 
 def register(app: App, service: JitService, later: Later) -> None:
     @app.event("app_home_opened")
     def home_opened(event: dict[str, Any], client: WebClient) -> None:
-        if event.get("tab", "home") == "home":
-            user = event["user"]
+        user = sender(event.get("user"))
+        if user is not None and event.get("tab", "home") == "home":  # no user: no Home
             later(lambda: publish_home(client, service, user))
