@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from jitcore.domain import Status
 from jitcore.policy import Target
-from jitcore.ports import OwnedRule, Provider
+from jitcore.ports import Clock, OwnedRule, Provider
 from jitcore.store import Store
 from jitcore.store import repository as repo
 
 # A grant still opening has created its rule but not yet recorded it.
 _IN_FLIGHT = (Status.APPROVED, Status.OPENING)
+# A grant in these states has its rules removed by the sweep; reconcile leaves them to it.
+_CLOSED_BY_SWEEP = (Status.CLOSING, Status.CLOSE_FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +34,25 @@ class Orphan:
         return cls(target.name, rule.scope, rule.ref, rule.grant_id, rule.port, rule.source)
 
 
-def find_orphans(store: Store, targets: Iterable[Target],
-                 providers: Mapping[str, Provider]) -> list[tuple[Target, OwnedRule]]:
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A marked rule no live grant held when its firewall was listed, at `listed_at`."""
+
+    target: Target
+    rule: OwnedRule
+    listed_at: datetime
+
+
+def find_orphans(store: Store, targets: Iterable[Target], providers: Mapping[str, Provider],
+                 clock: Clock) -> list[Candidate]:
     """Each marked rule once (targets may share a group), unless a live grant holds it."""
-    found: list[tuple[Target, OwnedRule]] = []
+    found: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
     for target in targets:
         provider = providers.get(target.cloud)
         if provider is None:
             continue
+        listed_at = clock.now()  # before the listing: a close recorded after it is newer
         rules = [r for r in provider.list_owned_rules(target) if (r.scope, r.ref) not in seen]
         seen.update((r.scope, r.ref) for r in rules)
         with store.read() as session:
@@ -49,8 +62,49 @@ def find_orphans(store: Store, targets: Iterable[Target],
             marked = repo.statuses_of(session, [r.grant_id for r in rules
                                                 if r.grant_id is not None])
         found.extend(
-            (target, rule) for rule in rules
+            Candidate(target, rule, listed_at) for rule in rules
             if (rule.scope, rule.ref) not in held
             and (rule.grant_id is None or marked.get(rule.grant_id) not in _IN_FLIGHT)
         )
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Recheck:
+    """A candidate as it stands under its rule's lock, just before reconcile acts on it."""
+
+    adopted: bool = False  # a grant bound to the rule meanwhile: kept, and reported so
+    skip: str = ""  # why it is no orphan after all (a close or an open accounts for it)
+
+
+def recheck(store: Store, candidate: Candidate) -> Recheck:
+    """Read under the rule's lock (the one closes and opens take): a close that removed
+    the rule after the listing has either recorded it (the handle removed, the marked
+    grant CLOSED since) or not yet (a holder or the marked grant still closing)."""
+    rule, since = candidate.rule, candidate.listed_at
+    with store.read() as session:
+        holding = repo.holding_statuses(session, rule.scope, rule.ref)
+        if holding - set(_CLOSED_BY_SWEEP):
+            return Recheck(adopted=True)
+        if holding:
+            return Recheck(skip="a grant holding it is being closed")
+        if repo.removed_since(session, rule.scope, rule.ref, since):
+            return Recheck(skip="its handle was removed since the listing")
+        state = repo.close_state(session, rule.grant_id) if rule.grant_id is not None else None
+    if state is None:
+        return Recheck()
+    status, closed_at = state
+    if status in _CLOSED_BY_SWEEP:
+        return Recheck(skip=f"its grant #{rule.grant_id} is {status.value}")
+    if status is Status.CLOSED and closed_at is not None and closed_at >= since:
+        return Recheck(skip=f"its grant #{rule.grant_id} was closed since the listing")
+    if status in _IN_FLIGHT:
+        return Recheck(skip=f"its grant #{rule.grant_id} is being opened")
+    return Recheck()
+
+
+def sweep_owes_closes(store: Store, due_before: datetime) -> bool:
+    """Whether a grant due before `due_before` is still ACTIVE, or a close is under way:
+    until neither, reconcile would race the sweep over the same rules."""
+    with store.read() as session:
+        return repo.owes_close(session, due_before)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from jitcore.errors import JitError
+from jitcore.reconcile import sweep_owes_closes
 from jitcore.service import JitService
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,11 @@ def _nothing() -> None:
 
 class Engine:
     """The expiry engine: a sweep every `interval`, a reconcile every `reconcile_every`, and
-    a posture check of the enabled targets every `posture_every`."""
+    a posture check of the enabled targets every `posture_every`.
+
+    Reconcile starts only once the sweep has caught up after start (nothing due left
+    ACTIVE, no close under way): listing the firewalls while the sweep drains what came due
+    during an outage would take the rules it is closing for orphans."""
 
     def __init__(self, service: JitService, interval: timedelta = timedelta(seconds=1),
                  reconcile_every: timedelta | None = timedelta(minutes=10),
@@ -36,21 +41,18 @@ class Engine:
         self._release: Callable[[], None] = _nothing
         self.last_sweep_at: datetime | None = None  # when the last sweep completed
         self.sweep_started_at: datetime | None = None  # when the latest one began
+        self._caught_up = threading.Event()  # set once a sweep left nothing due unclosed
 
     def start(self) -> None:
         """Start ticking; the first sweep runs at once, closing whatever came due while down.
         On SQLite, raises StoreError if another process runs the engine on the same file."""
         self._release = self.service.store.claim_engine()
+        self._caught_up.clear()
         scheduler = BackgroundScheduler(timezone=UTC)
         now = datetime.now(UTC)
         scheduler.add_job(self.sweep, "interval", id="sweep", next_run_time=now,
                           seconds=self.interval.total_seconds(), max_instances=1,
                           coalesce=True, misfire_grace_time=None)
-        if self.reconcile_every is not None:
-            scheduler.add_job(self.reconcile, "interval", id="reconcile",
-                              next_run_time=now + self.interval,
-                              seconds=self.reconcile_every.total_seconds(), max_instances=1,
-                              coalesce=True, misfire_grace_time=None)
         if self.service.store.dialect == "sqlite":
             scheduler.add_job(self.checkpoint, "interval", id="checkpoint",
                               seconds=self.interval.total_seconds(), max_instances=1,
@@ -60,11 +62,12 @@ class Engine:
                               next_run_time=now + 2 * self.interval,
                               seconds=self.posture_every.total_seconds(), max_instances=1,
                               coalesce=True, misfire_grace_time=None)
+        self._scheduler = scheduler  # before the first sweep can find it caught up
         scheduler.start()
-        self._scheduler = scheduler
 
     def sweep(self) -> None:
         self.sweep_started_at = datetime.now(UTC)
+        due = self.service.clock.now()  # what this sweep must have closed to be caught up
         try:
             report = self.service.sweep()
         except Exception:  # the next tick reads the database again; never stop ticking
@@ -74,8 +77,37 @@ class Engine:
         if report.busy:
             log.info("sweep: closed %d, failed %d, opened %d, lapsed %d", len(report.closed),
                      len(report.failed), len(report.opened), len(report.lapsed))
+        if not self._caught_up.is_set():
+            self._catch_up(due)
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether a sweep since start has left nothing due unclosed (reconcile may run)."""
+        return self._caught_up.is_set()
+
+    def _catch_up(self, due: datetime) -> None:
+        """Once nothing due by `due` is left ACTIVE and no close is under way (another
+        replica's included), start reconciling; until then, ask again after each sweep."""
+        try:
+            if sweep_owes_closes(self.service.store, due):
+                return
+        except Exception:  # as for sweep: asked again after the next one
+            log.exception("cannot tell whether the sweep has caught up; asking again")
+            return
+        self._caught_up.set()
+        log.info("sweep caught up: nothing due left unclosed%s",
+                 "; reconcile starts" if self.reconcile_every is not None else "")
+        if self.reconcile_every is not None and self._scheduler is not None:
+            self._scheduler.add_job(self.reconcile, "interval", id="reconcile",
+                                    next_run_time=datetime.now(UTC),
+                                    seconds=self.reconcile_every.total_seconds(),
+                                    max_instances=1, coalesce=True, misfire_grace_time=None,
+                                    replace_existing=True)
 
     def reconcile(self) -> None:
+        if not self._caught_up.is_set():  # it would race the sweep over the same rules
+            log.debug("reconcile waits until the sweep has caught up")
+            return
         try:
             orphans = self.service.reconcile()
         except JitError as exc:  # a cloud refused or is unreachable: say which, try later

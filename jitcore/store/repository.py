@@ -220,6 +220,35 @@ def holders_of(session: Session, scope: str, refs: Collection[str]) -> set[str]:
     return set(rows)
 
 
+def holding_statuses(session: Session, scope: str, ref: str) -> set[Status]:
+    """The statuses of the grants that hold this rule (none: no grant holds it)."""
+    return {Status(status) for status in session.scalars(
+        select(Grant.status).join(RuleHandle, Grant.rule_handle_id == RuleHandle.id)
+        .where(RuleHandle.scope == scope, RuleHandle.ref == ref,
+               Grant.status.in_([s.value for s in HOLDS_RULE])))}
+
+
+def removed_since(session: Session, scope: str, ref: str, since: datetime) -> bool:
+    """Whether a handle of this rule was recorded removed at or after `since`."""
+    return session.scalar(
+        select(RuleHandle.id).where(RuleHandle.scope == scope, RuleHandle.ref == ref,
+                                    RuleHandle.removed_at >= since).limit(1)) is not None
+
+
+def close_state(session: Session, grant_id: int) -> tuple[Status, datetime | None] | None:
+    """A grant's status and when it closed; None when there is no such grant."""
+    row = session.execute(select(Grant.status, Grant.closed_at)
+                          .where(Grant.id == grant_id)).first()
+    return (Status(row.status), row.closed_at) if row is not None else None
+
+
+def owes_close(session: Session, due_before: datetime) -> bool:
+    """Whether a grant due before `due_before` is still ACTIVE, or one is CLOSING."""
+    return session.scalar(select(Grant.id).where(or_(
+        and_(Grant.status == Status.ACTIVE.value, Grant.expires_at <= due_before),
+        Grant.status == Status.CLOSING.value)).limit(1)) is not None
+
+
 def statuses_of(session: Session, grant_ids: Collection[int]) -> dict[int, Status]:
     if not grant_ids:
         return {}
