@@ -46,8 +46,8 @@ from jitcore.policy import (
     check_request,
     names,
 )
-from jitcore.ports import Clock, Directory, NoDirectory, Notifier, OwnedRule, Provider, RuleSpec
-from jitcore.reconcile import Orphan, find_orphans
+from jitcore.ports import Clock, Directory, NoDirectory, Notifier, Provider, RuleSpec
+from jitcore.reconcile import Candidate, Orphan, find_orphans, recheck
 from jitcore.store import Store
 from jitcore.store import repository as repo
 from jitcore.store.models import Grant, RuleHandle, grants_table, outbox_table
@@ -172,7 +172,8 @@ class JitService:
                 source: str, reason: str = "") -> RequestResult:
         """Record a request (PENDING), or an approved one when policy auto-approves it."""
         groups = self._groups_of(requester)
-        check = check_request(self.policy, requester, groups, target, port, duration, source)
+        check = check_request(self.policy, requester, groups, target, port, duration, source,
+                              reason)
         if check.decision and check.target and check.target.cloud not in self.providers:
             check = replace(check, decision=Decision(
                 False, Reason.UNKNOWN_TARGET, f"{check.target.name} is on "
@@ -712,26 +713,38 @@ class JitService:
     # ---- reconcile ----------------------------------------------------------------------
 
     def reconcile(self, dry_run: bool = False) -> list[Orphan]:
-        """Find rules carrying jit's marker with no live grant behind them; remove them."""
-        found = find_orphans(self.store, self.policy.targets.values(), self.providers)
-        return [self._remove_orphan(target, rule, dry_run) for target, rule in found]
+        """Find rules carrying jit's marker with no live grant behind them; remove them.
+        A candidate the sweep closed meanwhile, or one already gone, is no orphan: left out."""
+        found = find_orphans(self.store, self.policy.targets.values(), self.providers,
+                             self.clock)
+        if dry_run:
+            return [Orphan.of(c.target, c.rule) for c in found]
+        return [orphan for candidate in found
+                if (orphan := self._remove_orphan(candidate)) is not None]
 
-    def _remove_orphan(self, target: Target, rule: OwnedRule, dry_run: bool) -> Orphan:
+    def _remove_orphan(self, candidate: Candidate) -> Orphan | None:
+        target, rule = candidate.target, candidate.rule
         orphan = Orphan.of(target, rule)
         where = f"{rule.ref} ({rule.source} -> port {rule.port}) in {rule.scope} on {target.name}"
-        if dry_run:
-            return orphan
-        # Under the lock an open takes before it adopts an existing rule (in this process and
-        # in other replicas): a grant that bound to the rule meanwhile keeps it.
+        # Under the lock opens and closes take (in this process and in other replicas): a
+        # grant that bound to the rule meanwhile keeps it, a close that took it is seen.
         with self._locks_of_rules([(target.name, rule.port, rule.protocol, rule.source)]):
-            with self.store.read() as session:
-                if repo.holders_of(session, rule.scope, [rule.ref]):
-                    return replace(orphan, error="adopted by a grant meanwhile: kept")
+            check = recheck(self.store, candidate)
+            if check.adopted:
+                return replace(orphan, error="adopted by a grant meanwhile: kept")
+            if check.skip:
+                log.debug("reconcile: %s is no orphan: %s", where, check.skip)
+                return None
             try:
-                self.providers[target.cloud].close_rules(target, rule.scope, [rule.ref])
+                answer = self.providers[target.cloud].close_rules(target, rule.scope,
+                                                                  [rule.ref])
             except ProviderError as exc:
                 self._tell_alert(f"orphan rule {where} could not be removed: {exc}")
                 return replace(orphan, error=str(exc))
+        # No answer for the rule is taken as removed: an orphan is never hidden.
+        if not answer.get(rule.ref, True):
+            log.info("reconcile: %s was already gone: nothing removed", where)
+            return None
         now = self.clock.now()
         with self._work() as work:
             handle = repo.live_handle(work.session, rule.scope, rule.ref)

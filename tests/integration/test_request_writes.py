@@ -21,7 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from jitcore import audit
 from jitcore.domain import EventKind, Status
-from jitcore.errors import StoreError
+from jitcore.errors import NotAllowed, StoreError
+from jitcore.policy import Reason
 from jitcore.providers.aws import AwsProvider
 from jitcore.service import JitService
 from jitcore.store import Store, upgrade
@@ -418,3 +419,14 @@ def test_a_requests_slack_posts_are_written_by_its_one_statement(
     assert len(statements) == 1
     assert "INSERT INTO grants" in statements[0] and "INSERT INTO outbox" in statements[0]
     assert outbox_rows(pg_store)[-2:] == [(result.grant.id, "thread"), (result.grant.id, "card")]
+
+
+@pytest.mark.parametrize("reason", ["x" * 10_000_000, "fix\x00it"])
+def test_a_reason_too_long_or_with_a_nul_is_refused_and_changes_nothing(
+        service: JitService, store: Store, notifier: RecordingNotifier, reason: str) -> None:
+    with pytest.raises(NotAllowed) as refused:
+        service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=5), SOURCE, reason)
+    assert refused.value.decision.reason in (Reason.REASON_TOO_LONG, Reason.REASON_UNPRINTABLE)
+    assert ("keep it to 300" in str(refused.value) if len(reason) > 300
+            else "control character (U+0000)" in str(refused.value))
+    assert grant_count(store) == 0 and links(store) == [] and notifier.events == []
