@@ -126,6 +126,10 @@ def socket_mode_bot(server: SocketModeServer, aws_group: Any,
         bot = SocketModeBot(server, slack, proc, log)
         try:
             bot.connected(1, timeout=30)
+            # Open on the server's side is not yet open on the bot's: a drop before the bot
+            # has read Slack's hello would fail its start, not test a reconnect.
+            wait_until(lambda: "jit-bot connected over Socket Mode" in bot.output(), 30,
+                       "jit-bot to finish connecting")
             yield bot
         finally:
             proc.send_signal(signal.SIGTERM)
