@@ -120,4 +120,4 @@ def test_jit_bot_answers_in_time_while_its_database_hangs(aws_group: Any,
             output = bot.stop()
     finally:
         admin.dispose()
-    assert "ran past its deadline" in output
+    assert "ran past their deadline" in output
