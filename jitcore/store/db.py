@@ -104,7 +104,7 @@ def _make_engine(url: str, **kwargs: Any) -> Engine:
 # PostgreSQL statements end after this long unless `within()` says otherwise: a hung database
 # fails the sweep, which the next tick runs again, instead of wedging the engine.
 STATEMENT_DEADLINE = 10.0  # s
-POOL_TIMEOUT = 2.0  # s a checkout waits for a pooled connection
+POOL_TIMEOUT = 1.5  # s a checkout waits for a pooled connection (the ack path's budget)
 
 
 # A pooled PostgreSQL connection unused for this long is tested before it is handed out.
