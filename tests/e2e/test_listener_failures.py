@@ -11,11 +11,6 @@ and leaves no traceback in the process log.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -34,15 +29,14 @@ from tests.e2e.test_slack_bot import (
     APPROVALS,
     BOB,
     BOT_TOKEN,
-    SECRET,
     Bot,
-    free_port,
     running_bot,
     signed_post,
     wait_until,
 )
 from tests.fakes.slack_api import Call, SlackApiFake
 from tests.support.aws import jit_rules
+from tests.support.bot_process import bot_process
 from tests.support.fixtures import new_postgres_database, postgres_url
 from tests.support.policies import write_bot_policy
 
@@ -231,30 +225,13 @@ def test_reasons_too_long_or_with_a_nul_are_refused(backend: str, aws_group: Any
 
 @contextmanager
 def logged_bot(aws_group: Any, tmp_path: Path, database_url: str) -> Iterator[tuple[Bot, Path]]:
-    """jit-bot on this database with its output in a file, read after it stops (the
-    launcher of test_slack_bot refuses any traceback; here the engine's own sweeps log
-    theirs while the database is away, which is not this test's business)."""
+    """jit-bot on this database with its output in a file, read after it stops (the engine's
+    own sweeps log their tracebacks while the database is away: not this test's business)."""
     config = write_bot_policy(tmp_path / "jit.yaml", aws_group.group_id)
-    port, log = free_port(), tmp_path / "jit-bot.log"
-    with SlackApiFake(bot_token=BOT_TOKEN) as slack, log.open("wb") as out:
-        env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET,
-               "SLACK_API_URL": slack.api_url, "JIT_HTTP_PORT": str(port),
-               "JIT_CONFIG": str(config), "JIT_DATABASE_URL": database_url}
-        for name in ("SLACK_APP_TOKEN", "JIT_LOG_FORMAT"):
-            env.pop(name, None)
-        proc = subprocess.Popen([sys.executable, "-m", "bot.main"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-        try:
-            def listening() -> bool:
-                assert proc.poll() is None, log.read_text()
-                with socket.socket() as s:
-                    return s.connect_ex(("127.0.0.1", port)) == 0
-            wait_until(listening, 20, "jit-bot to listen")
-            yield Bot(f"http://127.0.0.1:{port}/slack/events", slack, proc), log
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=40)
+    log = tmp_path / "jit-bot.log"
+    with SlackApiFake(bot_token=BOT_TOKEN) as slack, \
+            bot_process(slack, config, database_url, log, clean_exit=False) as bot:
+        yield bot, log
 
 
 def refuse_connections(url: str, refused: bool) -> None:

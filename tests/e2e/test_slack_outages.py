@@ -4,16 +4,12 @@ PostgreSQL. EC2 is moto's server; every count is read from the fake's own call l
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +24,11 @@ from tests.e2e.test_slack_bot import (
     AUDIT,
     BOB,
     BOT_TOKEN,
-    SECRET,
-    Bot,
-    free_port,
     wait_until,
 )
 from tests.fakes.slack_api import Call, SlackApiFake
 from tests.support.aws import jit_rules
+from tests.support.bot_process import bot_process
 from tests.support.fixtures import new_postgres_database
 from tests.support.policies import write_bot_policy
 
@@ -44,33 +38,6 @@ BACK_WITHIN = 30.0  # seconds after Slack's return by which everything owed has 
 
 def write_policy(tmp_path: Path, aws_group: Any) -> Path:
     return write_bot_policy(tmp_path / "jit.yaml", aws_group.group_id)
-
-
-@contextmanager
-def bot_process(slack: SlackApiFake, config: Path, database_url: str,
-                log: Path) -> Iterator[Bot]:
-    """jit-bot on a port of its own; stopped with SIGTERM unless the test killed it."""
-    port = free_port()
-    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET,
-           "SLACK_API_URL": slack.api_url, "JIT_HTTP_PORT": str(port),
-           "JIT_CONFIG": str(config), "JIT_DATABASE_URL": database_url}
-    env.pop("SLACK_APP_TOKEN", None)
-    with open(log, "a") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bot.main"], env=env, text=True,
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        def listening() -> bool:
-            assert proc.poll() is None, log.read_text()
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-        wait_until(listening, 30, "jit-bot to listen")
-        yield Bot(f"http://127.0.0.1:{port}/slack/events", slack, proc)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=40)
-            assert proc.returncode == 0, log.read_text()
-    assert "Traceback" not in log.read_text(), log.read_text()
 
 
 def delivered(slack: SlackApiFake) -> list[Call]:
