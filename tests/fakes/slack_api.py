@@ -318,8 +318,7 @@ class SlackApiFake(LocalServer):
                 args, token = self._parse(request, body)
                 if method not in self._methods:
                     raise SlackError("unknown_method")
-                if token != self.bot_token:
-                    raise SlackError("not_authed" if not token else "invalid_auth")
+                self._check_token(method, token)
                 fault = self._take_fault(method)
                 if fault and fault.retry_after is not None:
                     status = 429
@@ -334,6 +333,11 @@ class SlackApiFake(LocalServer):
             self._calls.append(Call(method, args, token, time.monotonic(), status,
                                     answer.get("error")))
         return status, headers, json.dumps(answer).encode()
+
+    def _check_token(self, method: str, token: str | None) -> None:
+        """Raise Slack's error unless `token` may call `method` (here: the bot token)."""
+        if token != self.bot_token:
+            raise SlackError("not_authed" if not token else "invalid_auth")
 
     def _parse(self, request: BaseHTTPRequestHandler, body: bytes) -> tuple[Args, str | None]:
         args: Args = dict(parse_qsl(urlsplit(request.path).query, keep_blank_values=True))

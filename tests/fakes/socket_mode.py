@@ -39,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -47,7 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import trustme
 
-from tests.fakes.slack_api import Call, SlackApiFake, SlackError
+from tests.fakes.slack_api import SlackApiFake, SlackError
 
 Json = dict[str, Any]
 Drop = Literal["fin", "rst"]
@@ -601,33 +600,18 @@ class SlackWithSocketMode(SlackApiFake):
         self.socket_mode = server
         self.app_token = app_token
         super().__init__(**kwargs)
+        self._methods["apps.connections.open"] = self._open_connection
 
-    def _serve(self, method: str, request: BaseHTTPRequestHandler,
-               body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _check_token(self, method: str, token: str | None) -> None:
         if method != "apps.connections.open":
-            return super()._serve(method, request, body)
-        status, headers = 200, {"Content-Type": "application/json; charset=utf-8"}
-        args: Json = {}
-        token: str | None = None
-        with self._lock:
-            try:
-                args, token = self._parse(request, body)
-                if not token:
-                    raise SlackError("not_authed")
-                if not token.startswith("xapp-"):
-                    raise SlackError("not_allowed_token_type")
-                if token != self.app_token:
-                    raise SlackError("invalid_auth")
-                fault = self._take_fault(method)
-                if fault and fault.retry_after is not None:
-                    status = 429
-                    headers["Retry-After"] = str(fault.retry_after)
-                if fault:
-                    raise SlackError(fault.error)
-                answer: Json = {"ok": True, "url": self.socket_mode.new_url()}
-            except SlackError as exc:
-                answer = {"ok": False, "error": exc.error}
-            self._calls.append(Call(method, args, token, time.monotonic(), status,
-                                    answer.get("error")))
-        return status, headers, json.dumps(answer).encode()
+            super()._check_token(method, token)
+        elif not token:
+            raise SlackError("not_authed")
+        elif not token.startswith("xapp-"):
+            raise SlackError("not_allowed_token_type")
+        elif token != self.app_token:
+            raise SlackError("invalid_auth")
+
+    def _open_connection(self, args: Json) -> Json:
+        return {"url": self.socket_mode.new_url()}
 
