@@ -41,7 +41,6 @@ from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import blocks
@@ -50,10 +49,9 @@ from jitcore import outbox
 from jitcore.domain import EventKind, GrantEvent, GrantView
 from jitcore.metrics import GrantMetrics
 from jitcore.outbox import Owed, Post
-from jitcore.policy import Policy
+from jitcore.policy import Policy, Target
 from jitcore.ports import Clock, SystemClock
 from jitcore.store import Store
-from jitcore.store.models import OutboxPost
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,6 @@ TRANSIENT_ERRORS = frozenset({
     "ratelimited", "internal_error", "fatal_error", "service_unavailable",
     "request_timeout", "team_added_to_org",
 })
-_RATE_LIMITED = "ratelimited"
 _NOTICES_KEPT = 10_000  # thread parents and cards remembered in memory
 
 # What the approval card says once the request has moved on.
@@ -102,13 +99,13 @@ def classify(exc: Exception) -> Failure:
         status = getattr(exc.response, "status_code", 200)
         data = exc.response.data if isinstance(exc.response.data, dict) else {}
         error = str(data.get("error") or f"HTTP {status}")
-        if status == 429 or error == _RATE_LIMITED:
+        if status == 429 or error == outbox.RATE_LIMITED:
             headers = {k.lower(): v for k, v in (exc.response.headers or {}).items()}
             try:
                 wait = float(headers.get("retry-after", 1))
             except (TypeError, ValueError):
                 wait = 1.0
-            return Failure(_RATE_LIMITED, True, max(wait, 0.0))
+            return Failure(outbox.RATE_LIMITED, True, max(wait, 0.0))
         if status >= 500:
             return Failure(f"HTTP {status}", True)
         return Failure(error, error in TRANSIENT_ERRORS)
@@ -180,19 +177,11 @@ class Delivery:
     def _take_over(self) -> None:
         """A new process tries what waited out a backoff now (a restart is a good moment to
         try again); on SQLite, which one process owns, the leases of a dead one go too."""
-        now = self._clock.now()
         try:
             with self._store.transaction() as session:
-                waiting = ((OutboxPost.status == outbox.PENDING)
-                           & (OutboxPost.next_attempt_at > now)
-                           & ~OutboxPost.last_error.startswith(_RATE_LIMITED))
-                session.execute(update(OutboxPost).where(waiting).values(next_attempt_at=now),
-                                execution_options={"synchronize_session": False})
+                outbox.due_now(session, self._clock.now())
                 if self._store.dialect == "sqlite":
-                    session.execute(update(OutboxPost)
-                                    .where(OutboxPost.status == outbox.PENDING)
-                                    .values(leased_until=None, leased_by=None),
-                                    execution_options={"synchronize_session": False})
+                    outbox.release(session, None)
         except SQLAlchemyError as exc:
             log.error("cannot read the Slack outbox at start (delivery goes on when the "
                       "database answers): %s", exc)
@@ -318,17 +307,10 @@ class Delivery:
         rate limit)."""
         down_for = time.monotonic() - (self._outage_since or time.monotonic())
         self._outage_since = None
-        now = self._clock.now()
         with self._store.transaction() as session:
-            result = session.execute(
-                update(OutboxPost)
-                .where(OutboxPost.status == outbox.PENDING, OutboxPost.attempts > 0,
-                       OutboxPost.next_attempt_at > now,
-                       ~OutboxPost.last_error.startswith(_RATE_LIMITED))
-                .values(next_attempt_at=now),
-                execution_options={"synchronize_session": False})
+            due = outbox.due_now(session, self._clock.now())
         log.info("slack answers again after %.0fs; %s waiting post(s) are due now", down_for,
-                 getattr(result, "rowcount", "?"))
+                 due)
         self._wake.set()
 
     def _maintain(self) -> None:
@@ -388,7 +370,7 @@ class Delivery:
                                                  unfurl_media=False, **message)
         return str(response["channel"]), str(response["ts"])
 
-    def _target(self, grant: GrantView) -> Any:
+    def _target(self, grant: GrantView) -> Target:
         target = self._policy.targets.get(grant.target)
         if target is None:
             raise Undeliverable(f"target {grant.target} is no longer in the policy")

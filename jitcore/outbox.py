@@ -60,6 +60,7 @@ class Post(enum.StrEnum):
 
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
+RATE_LIMITED = "ratelimited"  # the error of a post Slack told to wait (Retry-After)
 ALERTS_LANE = "alerts"
 # Where a sent thread parent and card are remembered (the `notices` table), so that
 # replies go into the thread and updates change the card in place.
@@ -298,13 +299,25 @@ def retry_later(session: Session, owed: Owed, sender: str, at: datetime, error: 
     release(session, sender, lanes=[owed.lane])
 
 
-def release(session: Session, sender: str, lanes: Sequence[str] | None = None) -> None:
-    """Give back this sender's leases (of these lanes, or all)."""
-    mine = and_(OutboxPost.leased_by == sender, OutboxPost.status == PENDING)
+def release(session: Session, sender: str | None, lanes: Sequence[str] | None = None) -> None:
+    """Give back this sender's leases (None: every sender's), of these lanes or all."""
+    mine = OutboxPost.status == PENDING
+    if sender is not None:
+        mine = and_(mine, OutboxPost.leased_by == sender)
     if lanes is not None:
         mine = and_(mine, OutboxPost.lane.in_(lanes))
     session.execute(update(OutboxPost).where(mine).values(leased_until=None, leased_by=None),
                     execution_options={"synchronize_session": False})
+
+
+def due_now(session: Session, now: datetime) -> int:
+    """Posts waiting out a failure's backoff are due now (not those a rate limit told to
+    wait: Slack said when); how many."""
+    result = session.execute(update(OutboxPost).where(
+        OutboxPost.status == PENDING, OutboxPost.next_attempt_at > now,
+        ~OutboxPost.last_error.startswith(RATE_LIMITED)).values(next_attempt_at=now),
+        execution_options={"synchronize_session": False})
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def prune(session: Session, before: datetime) -> int:
