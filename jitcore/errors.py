@@ -9,7 +9,7 @@
     ├── StoreError               the database is unreachable or not migrated
     └── ProviderError            a cloud call failed (raised only inside providers)
         ├── RuleLimitExceeded    the security group / NSG (or its priority band) is full
-        ├── PriorityConflict     Azure: another rule holds the priority jit chose
+        ├── SlotTaken            a rule jit did not reserve holds the slot (Azure: priority)
         ├── TargetNotFound       the group, NSG or instance named by policy does not exist
         ├── AccessDenied         the cloud refused jit's credentials
         └── TransientProviderError  throttling, conflicts or network trouble: retry later
@@ -74,12 +74,13 @@ class RuleLimitExceeded(ProviderError):
     """The security group or NSG cannot take another rule."""
 
 
-class PriorityConflict(ProviderError):
-    """Azure refused a rule because another rule in the NSG has its priority and direction."""
+class SlotTaken(ProviderError):
+    """The firewall refused a rule because another rule holds the slot jit reserved for it
+    (Azure: another rule of the NSG has its priority and direction)."""
 
-    def __init__(self, priority: int, message: str) -> None:
+    def __init__(self, slot: int, message: str) -> None:
         super().__init__(message)
-        self.priority = priority
+        self.slot = slot
 
 
 class TargetNotFound(ProviderError):

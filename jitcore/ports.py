@@ -21,7 +21,7 @@ class RuleSpec:
     port: PortPolicy
     source: str  # canonical CIDR, e.g. 203.0.113.7/32
     description: str
-    priority: int | None = None  # Azure: a priority reserved in the target's band
+    slot: int | None = None  # the slot reserved for the grant when `placement` names a pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +46,41 @@ class OwnedRule:
     source: str
 
 
+@dataclass(frozen=True, slots=True)
+class SlotPool:
+    """Numbered places a firewall gives its rules, of which each grant needs its own:
+    Azure NSG priorities in the target's band today, a firewall's mapped ports tomorrow.
+    The service reserves the lowest free one in the database before the rule is written;
+    a provider that finds it held by a rule jit did not reserve raises `SlotTaken`."""
+
+    scope: str  # what the numbers are unique within (an NSG resource id)
+    low: int
+    high: int
+    full: str  # for people, when every one is taken: what is full and what to do
+
+    def __contains__(self, slot: int) -> bool:
+        return self.low <= slot <= self.high
+
+
 class Provider(Protocol):
-    """A cloud firewall that jit can open and close rules in. Calls are idempotent."""
+    """A cloud firewall that jit can open and close rules in. Calls are idempotent; every
+    capability the service may use is declared here (none is found by `getattr`)."""
 
     cloud: str
+
+    def warm(self, target: Target) -> None:
+        """Build what the first call for this target needs (clients, credentials), so a
+        request does not pay for it. Raises ProviderError when that cannot be done."""
+        ...
+
+    def placement(self, target: Target) -> SlotPool | None:
+        """The pool a rule for this target takes a numbered slot from; None if none."""
+        ...
+
+    def used_slots(self, target: Target) -> set[int]:
+        """The slots of `placement(target)` the firewall holds now, by any rule (one read).
+        Empty for a provider without placement."""
+        ...
 
     def open_rule(self, spec: RuleSpec) -> OpenedRule: ...
 
@@ -66,6 +97,10 @@ class Provider(Protocol):
         ...
 
     def list_owned_rules(self, target: Target) -> list[OwnedRule]: ...
+
+    def lockdowns(self) -> LockdownProvider | None:
+        """This cloud's `jit enable`/`disable` support, or None when it has none."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
