@@ -188,10 +188,11 @@ class Lockdowns:
 
     def _provider(self, target: Target) -> LockdownProvider:
         provider = self.service.providers.get(target.cloud)
-        if provider is None or not hasattr(provider, "plan_lockdown"):
+        lockdowns = provider.lockdowns() if provider is not None else None
+        if lockdowns is None:
             raise ProviderError(f"{target.name} is on {target.cloud}, which this jit cannot "
                                 "enable")
-        return provider  # type: ignore[return-value]
+        return lockdowns
 
     def _state(self, name: str) -> TargetState | None:
         with self.service.store.read() as session:

@@ -29,9 +29,9 @@ from jitcore.errors import (
     InvalidTransition,
     NotAllowed,
     NotFound,
-    PriorityConflict,
     ProviderError,
     RuleLimitExceeded,
+    SlotTaken,
     StoreError,
 )
 from jitcore.metrics import GrantMetrics
@@ -425,8 +425,8 @@ class JitService:
         for _ in range(high - low + 2):
             priority = self._reserve_priority(row.id, location, conflicts)
             try:
-                opened = provider.open_rule(replace(spec, priority=priority))
-            except PriorityConflict:
+                opened = provider.open_rule(replace(spec, slot=priority))
+            except SlotTaken:
                 conflicts.add(priority)
                 self._learn_priorities(provider, spec.target, location, priority)
                 continue
@@ -466,10 +466,8 @@ class JitService:
                           refused: int) -> None:
         """After a conflict, read which priorities the NSG really holds (one list call)."""
         used = {refused}
-        reader = getattr(provider, "used_priorities", None)
-        if reader is not None:
-            with suppress(ProviderError):  # the refused priority alone is still worth keeping
-                used |= reader(target)
+        with suppress(ProviderError):  # the refused priority alone is still worth keeping
+            used |= provider.used_slots(target)
         with self.store.read() as session:
             reserved = repo.reserved_priorities(session, location.nsg_id)
         # This grant's own reservation is the refused priority: held by someone else.
@@ -857,12 +855,12 @@ class JitService:
         """Build every target's cloud client before the first request needs it."""
         for target in self.policy.targets.values():
             provider = self.providers.get(target.cloud)
-            warm = getattr(provider, "warm", None)
-            if warm is not None:
-                try:
-                    warm(target)
-                except ProviderError as exc:  # the first real call will say it again
-                    log.warning("cannot prepare the client for %s: %s", target.name, exc)
+            if provider is None:
+                continue
+            try:
+                provider.warm(target)
+            except ProviderError as exc:  # the first real call will say it again
+                log.warning("cannot prepare the client for %s: %s", target.name, exc)
 
     def alert(self, message: str) -> None:
         """Raise an alert with the notifier (the audit channel); never fails the caller."""

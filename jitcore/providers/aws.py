@@ -173,6 +173,16 @@ class AwsProvider:
         takes a tenth of a second of CPU that should not land in the middle of requests."""
         self._ec2(_aws(target))
 
+    def placement(self, target: Target) -> None:
+        """Security group rules are unordered: a grant's rule needs no slot."""
+        return None
+
+    def used_slots(self, target: Target) -> set[int]:
+        return set()
+
+    def lockdowns(self) -> AwsProvider:
+        return self
+
     # ---- closed by default: jit enable / disable ------------------------------------------
 
     def plan_lockdown(self, target: Target) -> LockdownPlan:

@@ -38,14 +38,22 @@ from azure.mgmt.network.models import SecurityRule, SecurityRulePropertiesFormat
 
 from jitcore.errors import (
     AccessDenied,
-    PriorityConflict,
     ProviderError,
     RuleLimitExceeded,
+    SlotTaken,
     TargetNotFound,
     TransientProviderError,
 )
 from jitcore.policy import AzureLocation, PortPolicy, Target
-from jitcore.ports import FirewallRule, Lockdown, LockdownPlan, OpenedRule, OwnedRule, RuleSpec
+from jitcore.ports import (
+    FirewallRule,
+    Lockdown,
+    LockdownPlan,
+    OpenedRule,
+    OwnedRule,
+    RuleSpec,
+    SlotPool,
+)
 from jitcore.scan import AZURE_ANYWHERE, port_in_range
 
 RULE_PREFIX = "jit-"
@@ -115,7 +123,7 @@ class AzureProvider:
 
     def open_rule(self, spec: RuleSpec) -> OpenedRule:
         location = _azure(spec.target)
-        if spec.priority is None:
+        if spec.slot is None:
             raise ProviderError(f"#{spec.grant_id}: no priority reserved for {location.nsg_id}")
         name = rule_name(spec.grant_id)
         rule = SecurityRule(name=name, properties=SecurityRulePropertiesFormat(
@@ -126,11 +134,11 @@ class AzureProvider:
             destination_port_range=str(spec.port.port),
             access="Allow",
             direction="Inbound",
-            priority=spec.priority,
+            priority=spec.slot,
             description=spec.description[:140],
         ))
         client = self._client(location)
-        with self._translated(location, priority=spec.priority):
+        with self._translated(location, priority=spec.slot):
             try:
                 self._write(location, lambda: client.security_rules.begin_create_or_update(
                     location.resource_group, location.network_security_group, name, rule,
@@ -178,7 +186,18 @@ class AzureProvider:
                            or ",".join(p.source_address_prefixes or []))))
         return owned
 
-    def used_priorities(self, target: Target) -> set[int]:
+    def placement(self, target: Target) -> SlotPool:
+        """A grant's rule takes a priority of the target's band, unique in the NSG."""
+        location = _azure(target)
+        low, high = location.priority_band
+        return SlotPool(
+            scope=location.nsg_id, low=low, high=high,
+            full=f"no free priority in band {low}-{high} of network security group "
+                 f"{location.network_security_group} (resource group "
+                 f"{location.resource_group}): every one is held by an active grant or "
+                 "another rule; widen priority_band in the policy or wait for grants to end")
+
+    def used_slots(self, target: Target) -> set[int]:
         """Inbound priorities taken in the target's NSG, by anyone (for the service's choice)."""
         return {int(rule.properties.priority) for rule in self._rules(_azure(target))
                 if rule.properties is not None and rule.properties.priority is not None
@@ -187,6 +206,9 @@ class AzureProvider:
     def warm(self, target: Target) -> None:
         """Build the target's ARM client now (no call to Azure), before requests arrive."""
         self._client(_azure(target))
+
+    def lockdowns(self) -> AzureProvider:
+        return self
 
     # ---- closed by default: jit enable / disable ------------------------------------------
 
@@ -355,7 +377,7 @@ class AzureProvider:
         except HttpResponseError as exc:
             code, message = _code(exc), _message(exc)
             if code == "SecurityRuleConflict" and priority is not None:
-                raise PriorityConflict(priority, f"{nsg}: {message}") from exc
+                raise SlotTaken(priority, f"{nsg}: {message}") from exc
             if code in _FULL:
                 raise RuleLimitExceeded(f"{nsg} is full (1,000 rules): {message}") from exc
             if code in _NOT_FOUND or exc.status_code == 404:

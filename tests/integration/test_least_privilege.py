@@ -153,7 +153,7 @@ def aws_target(name: str, **location: str) -> Target:
 def spec(target: Target, grant_id: int, priority: int | None = None) -> RuleSpec:
     port = target.ports["ssh"]
     return RuleSpec(grant_id=grant_id, target=target, port=port, source=SOURCE,
-                    description=f"jit grant #{grant_id} for alice", priority=priority)
+                    description=f"jit grant #{grant_id} for alice", slot=priority)
 
 
 def drive_aws(aws_group: AwsGroup) -> None:
@@ -233,7 +233,7 @@ def drive_azure(arm: ArmEmulator) -> None:
     opened = provider.open_rule(spec(target, 1, priority=100))
     assert provider.present_rules(target, opened.scope, [opened.ref]) == {opened.ref}
     assert [rule.grant_id for rule in provider.list_owned_rules(target)] == [1]
-    provider.used_priorities(target)  # a list of the rules, like list_owned_rules
+    provider.used_slots(target)  # a list of the rules, like list_owned_rules
     assert provider.close_rules(target, opened.scope, [opened.ref, "jit-999"]) == {
         opened.ref: True, "jit-999": False}
 
