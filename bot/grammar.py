@@ -238,46 +238,90 @@ def _by_id(command: str, rest: list[str]) -> Command | ParseError:
     return Revoke(grant_id) if command == "revoke" else Cancel(grant_id)
 
 
-def _request(words: list[str]) -> Request | ParseError:
-    slots: list[str | None] = [None, None]  # service, target
-    duration: timedelta | None = None
-    source: str | None = None
-    i = 0
-    while i < len(words):
-        word, lowered = words[i], words[i].lower()
+class _Draft:
+    """The parts of a request read so far, filled in as `_request` reads the words."""
+
+    def __init__(self) -> None:
+        self.slots: list[str | None] = [None, None]  # service, target
+        self.duration: timedelta | None = None
+        self.source: str | None = None
+
+    def reason_starts(self, word: str) -> bool:
+        """Whether the reason starts at `word`: it says so, or every part has been given
+        (`from` may still follow; the reason cannot start with it)."""
+        if word.lower() == "from":
+            return False
+        return _reason_lead(word) is not None or (
+            None not in self.slots and self.duration is not None)
+
+    def read(self, words: list[str], i: int) -> int | ParseError:
+        """Read the part starting at words[i]; the index after it, or what is wrong."""
+        lowered = words[i].lower()
         if lowered == "from":
-            address = _clean_address(words[i + 1]) if i + 1 < len(words) else ""
-            if not address or _reason_lead(address) is not None:
-                return ParseError("`from` needs an address, e.g. `from 203.0.113.7`",
-                                  REQUEST_EXAMPLE)
-            if source is not None:
-                return ParseError(f"give one `from` address, not {_quote(source)} and "
-                                  f"{_quote(address)}", REQUEST_EXAMPLE)
-            source, i = address, i + 2
-        elif _reason_lead(word) is not None or (None not in slots and duration is not None):
-            break  # the reason starts here
-        elif None in slots:
-            slots[slots.index(None)] = lowered
-            i += 1
-        else:
-            if lowered == "for" and i + 1 < len(words) and not isinstance(
-                    _duration(words[i + 1:]), str):
-                i += 1  # `for 2h` reads naturally; the `for` adds nothing
-            found = _duration(words[i:])
-            if isinstance(found, str):
-                return ParseError(found, REQUEST_EXAMPLE)
-            duration, i = found[0], i + found[1]
-    reason = words[i:]
-    lead = _reason_lead(reason[0]) if reason else None
-    if lead is not None:
-        first = reason[0][len(lead):]
-        reason = [first, *reason[1:]] if first else reason[1:]
-    elif (source is None and len(reason) >= 2 and reason[-2].lower() == "from"
-          and _looks_like_address(reason[-1])):
-        source, reason = _clean_address(reason[-1]), reason[:-2]  # `... fix it from 203.0.113.7`
-    values = {"service": slots[0], "target": slots[1], "duration": duration, "source": source}
-    missing = tuple(name for name, value in values.items() if value is None)
-    return Request(slots[0], slots[1], duration, source, " ".join(reason), missing)
+            return self._read_source(words, i)
+        if None in self.slots:
+            self.slots[self.slots.index(None)] = lowered
+            return i + 1
+        return self._read_duration(words, i)
+
+    def _read_source(self, words: list[str], i: int) -> int | ParseError:
+        address = _clean_address(words[i + 1]) if i + 1 < len(words) else ""
+        if not address or _reason_lead(address) is not None:
+            return ParseError("`from` needs an address, e.g. `from 203.0.113.7`",
+                              REQUEST_EXAMPLE)
+        if self.source is not None:
+            return ParseError(f"give one `from` address, not {_quote(self.source)} and "
+                              f"{_quote(address)}", REQUEST_EXAMPLE)
+        self.source = address
+        return i + 2
+
+    def _read_duration(self, words: list[str], i: int) -> int | ParseError:
+        if words[i].lower() == "for" and i + 1 < len(words) and not isinstance(
+                _duration(words[i + 1:]), str):
+            i += 1  # `for 2h` reads naturally; the `for` adds nothing
+        found = _duration(words[i:])
+        if isinstance(found, str):
+            return ParseError(found, REQUEST_EXAMPLE)
+        self.duration = found[0]
+        return i + found[1]
+
+    def finish(self, rest: list[str]) -> Request:
+        """The request, with `rest` (the words after the parts) as its reason."""
+        reason = _reason(rest)
+        if reason is None:
+            reason = " ".join(rest)
+            if self.source is None and _ends_with_address(rest):
+                # `... fix it from 203.0.113.7`
+                self.source, reason = _clean_address(rest[-1]), " ".join(rest[:-2])
+        service, target = self.slots
+        values = {"service": service, "target": target, "duration": self.duration,
+                  "source": self.source}
+        missing = tuple(name for name, value in values.items() if value is None)
+        return Request(service, target, self.duration, self.source, reason, missing)
+
+
+def _reason(rest: list[str]) -> str | None:
+    """The reason `rest` gives after a `reason:`/`because` lead; None if it has none."""
+    lead = _reason_lead(rest[0]) if rest else None
+    if lead is None:
+        return None
+    first = rest[0][len(lead):]
+    return " ".join([first, *rest[1:]] if first else rest[1:])
+
+
+def _ends_with_address(words: list[str]) -> bool:
+    return len(words) >= 2 and words[-2].lower() == "from" and _looks_like_address(words[-1])
+
+
+def _request(words: list[str]) -> Request | ParseError:
+    draft = _Draft()
+    i = 0
+    while i < len(words) and not draft.reason_starts(words[i]):
+        step = draft.read(words, i)
+        if isinstance(step, ParseError):
+            return step
+        i = step
+    return draft.finish(words[i:])
 
 
 def parse(text: str) -> Command | ParseError:
