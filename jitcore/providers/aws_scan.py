@@ -1,9 +1,10 @@
 """The AWS half of `jit scan`: EC2 instances and the inbound rules of their security groups.
 
-Read-only (ec2:DescribeInstances, ec2:DescribeSecurityGroupRules). The clients are
-`AwsProvider`'s: the standard credential chain, `AWS_ENDPOINT_URL[_EC2]` (honoured by boto3
-itself) and botocore's retries; errors become `ProviderError`s through the provider's own
-translation. What the answers mean is decided in `jitcore.scan`.
+Read-only (ec2:DescribeInstances, ec2:DescribeSecurityGroupRules). The clients are the
+ones `AwsProvider` uses (`aws_ec2.Ec2Clients`): the standard credential chain,
+`AWS_ENDPOINT_URL[_EC2]` (honoured by boto3 itself) and botocore's retries; errors become
+`ProviderError`s through the provider's own translation. What the answers mean is decided
+in `jitcore.scan`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from jitcore.policy import AwsLocation, Target
-from jitcore.providers.aws import (
-    _DESCRIBE_BATCH,
-    AwsProvider,
+from jitcore.providers.aws_ec2 import (
+    DESCRIBE_BATCH,
     Ec2Client,
-    _ingress_rules,
-    _protocol,
-    _rule_source,
-    _translated,
+    Ec2Clients,
+    ingress_rules,
+    protocol_of,
+    source_of,
+    translated,
 )
 from jitcore.scan import AwsInstance, Machine, SecurityGroupRule, classify
 
@@ -29,12 +30,12 @@ _GONE = frozenset({"shutting-down", "terminated"})
 
 def scan_aws(regions: Sequence[str], enabled: Sequence[Target]) -> list[Machine]:
     """Every live instance in these regions, classified against the enabled jit targets."""
-    provider = AwsProvider()
+    clients = Ec2Clients()
     machines: list[Machine] = []
     for region in dict.fromkeys(regions):
         location = AwsLocation(region=region)
-        ec2 = provider._ec2(location)
-        with _translated("EC2 instances and security groups", location):
+        ec2 = clients.client(location)
+        with translated("EC2 instances and security groups", location):
             instances = list(_instances(ec2))
             rules = _rules_by_group(ec2, {g for i in instances for g in _group_ids(i)})
         machines += [classify(_facts(region, instance, rules), enabled)
@@ -63,13 +64,13 @@ def _rules_by_group(ec2: Ec2Client,
     """The inbound rules of these groups, one filtered call per 200 groups."""
     wanted = sorted(group_ids)
     rules: dict[str, list[SecurityGroupRule]] = {group_id: [] for group_id in wanted}
-    for start in range(0, len(wanted), _DESCRIBE_BATCH):
-        filters = [{"Name": "group-id", "Values": wanted[start:start + _DESCRIBE_BATCH]}]
-        for rule in _ingress_rules(ec2, filters):
-            source = _rule_source(rule)
+    for start in range(0, len(wanted), DESCRIBE_BATCH):
+        filters = [{"Name": "group-id", "Values": wanted[start:start + DESCRIBE_BATCH]}]
+        for rule in ingress_rules(ec2, filters):
+            source = source_of(rule)
             rules.setdefault(str(rule["GroupId"]), []).append(SecurityGroupRule(
                 group_id=str(rule["GroupId"]), rule_id=str(rule["SecurityGroupRuleId"]),
-                protocol=_protocol(rule), from_port=int(rule.get("FromPort", -1)),
+                protocol=protocol_of(rule), from_port=int(rule.get("FromPort", -1)),
                 to_port=int(rule.get("ToPort", -1)),
                 source=str(source) if source is not None else None))
     return rules
