@@ -12,11 +12,12 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from jitcore.domain import (
     MAX_DURATION,
     WELL_KNOWN_SERVICES,
+    GrantView,
     IPNetwork,
     Protocol,
     format_duration,
@@ -234,42 +235,46 @@ def _is_private(network: IPNetwork) -> bool:
 
 
 def check_source(port: PortPolicy, text: str) -> tuple[Decision, IPNetwork | None]:
+    """May `text` be the source of a rule for this port: one routable address (or a range
+    no wider than the port allows) inside the port's allowed sources?"""
     try:
         source = parse_source(text)
     except ValueError as exc:
         return _no(Reason.SOURCE_INVALID, str(exc)), None
+    decision = _source_shape(port, source)
+    if decision:
+        decision = _source_allowed(port, source)
+    return decision, (source if decision else None)
+
+
+def _source_shape(port: PortPolicy, source: IPNetwork) -> Decision:
+    """Not anywhere, not wider than the port allows, routable."""
     if source.prefixlen == 0:
-        return _no(
-            Reason.SOURCE_ANYWHERE,
-            f"{source} would open {port} to the whole internet; give your own address",
-        ), None
+        return _no(Reason.SOURCE_ANYWHERE,
+                   f"{source} would open {port} to the whole internet; give your own address")
     widest = port.widest_prefix_v4 if source.version == 4 else port.widest_prefix_v6
     if source.prefixlen < widest:
         single = 32 if source.version == 4 else 128
         wanted = "a single address" if widest == single else f"a /{widest} or narrower"
-        return _no(
-            Reason.SOURCE_TOO_WIDE, f"{source} is wider than {port} allows: give {wanted}"
-        ), None
-    address = source.network_address
-    if any(getattr(address, flag) for flag in _NEVER_SOURCES):
-        return _no(
-            Reason.SOURCE_UNROUTABLE, f"{source} is not a routable source address"
-        ), None
+        return _no(Reason.SOURCE_TOO_WIDE, f"{source} is wider than {port} allows: give {wanted}")
+    if any(getattr(source.network_address, flag) for flag in _NEVER_SOURCES):
+        return _no(Reason.SOURCE_UNROUTABLE, f"{source} is not a routable source address")
+    return _yes()
+
+
+def _source_allowed(port: PortPolicy, source: IPNetwork) -> Decision:
+    """Inside the port's allowed sources; private only where a private range is listed."""
     matching = [n for n in port.allowed_sources if n.version == source.version
                 and source.subnet_of(n)]  # type: ignore[arg-type]
     if not matching:
         allowed = ", ".join(str(n) for n in port.allowed_sources) or "nothing"
-        return _no(
-            Reason.SOURCE_NOT_ALLOWED,
-            f"{source} is outside the sources allowed for {port} ({allowed})",
-        ), None
+        return _no(Reason.SOURCE_NOT_ALLOWED,
+                   f"{source} is outside the sources allowed for {port} ({allowed})")
     if _is_private(source) and not any(_is_private(n) for n in matching):
-        return _no(
-            Reason.SOURCE_PRIVATE,
-            f"{source} is a private address; {port} allows private sources only where "
-            "allowed_sources lists a private range",
-        ), None
-    return _yes(), source
+        return _no(Reason.SOURCE_PRIVATE,
+                   f"{source} is a private address; {port} allows private sources only where "
+                   "allowed_sources lists a private range")
+    return _yes()
 
 
 def check_reason(text: str) -> Decision:
@@ -359,3 +364,62 @@ def check_auto_approve(
             f"longer than the {format_duration(limit)} that is approved automatically",
         )
     return _yes(Reason.AUTO_APPROVED, "auto-approved by policy")
+
+
+def check_cancel(requester: str, actor: str, *, admin: bool = False) -> Decision:
+    """May this user cancel this requester's pending request? The requester, or an admin."""
+    if admin or actor == requester:
+        return _yes()
+    return _no(Reason.NOT_A_REQUESTER, "only the requester can cancel a request")
+
+
+def check_revoke(target: Target, requester: str, actor: str, actor_groups: frozenset[str],
+                 *, admin: bool = False) -> Decision:
+    """May this user close this requester's grant now? The requester, an approver of the
+    target, or an admin."""
+    if admin or actor == requester or names(actor, target.approvers, actor_groups):
+        return _yes()
+    return _no(Reason.NOT_AN_APPROVER, "only the requester or an approver can revoke a grant")
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendCheck:
+    """The outcome of asking to extend a grant: refused, granted now (`new_end`), or to be
+    asked of an approver as a new request (`ask`)."""
+
+    decision: Decision
+    ask: bool = False
+    new_end: datetime | None = None
+
+
+def check_extend(target: Target, grant: GrantView, actor: str, actor_groups: frozenset[str],
+                 duration: timedelta, now: datetime) -> ExtendCheck:
+    """May this user extend this active grant until now + duration?
+
+    An approver, or the requester within their auto-approval, extends at once, up to the
+    port's longest duration. The requester otherwise asks an approver (a new request);
+    anyone else is refused. A new end before the current one is refused."""
+    requester = grant.requester
+    port = target.ports.get(grant.service)
+    if port is None:
+        return ExtendCheck(_no(Reason.UNKNOWN_PORT,
+                               f"{target.name} no longer offers {grant.service}"))
+    approver = check_approver(target, requester, actor, actor_groups).allowed
+    auto = actor == requester and check_auto_approve(
+        target, port, actor, duration, actor_groups).allowed
+    if not approver and not auto:
+        if actor != requester:
+            return ExtendCheck(_no(Reason.NOT_AN_APPROVER,
+                                   "only the requester or an approver can extend a grant"))
+        return ExtendCheck(_yes(), ask=True)
+    limit = target.port_max_duration(port)
+    if duration > limit:
+        return ExtendCheck(_no(Reason.DURATION_TOO_LONG,
+                               f"{format_duration(duration)} is longer than the "
+                               f"{format_duration(limit)} allowed for {port.name} on "
+                               f"{target.name}"))
+    new_end = now + duration
+    if grant.expires_at and new_end <= grant.expires_at:
+        return ExtendCheck(_no(Reason.DURATION_INVALID, f"#{grant.id} is already open until "
+                                                        f"{grant.expires_at:%H:%M} UTC"))
+    return ExtendCheck(_yes(), new_end=new_end)

@@ -1,16 +1,24 @@
-"""Orphans: rules that carry jit's marker with no live grant behind them (DESIGN.md §2.3)."""
+"""Orphans: rules that carry jit's marker with no live grant behind them (DESIGN.md §2.3):
+found by listing each firewall, checked again under the rule's lock, then removed."""
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from jitcore.domain import Status
-from jitcore.policy import Target
+from jitcore.closing import RuleLocks
+from jitcore.domain import EventKind, Status
+from jitcore.errors import ProviderError
+from jitcore.policy import Policy, Target
 from jitcore.ports import Clock, OwnedRule, Provider
 from jitcore.store import Store
 from jitcore.store import repository as repo
+from jitcore.unit_of_work import ENGINE_ACTOR, UnitOfWork
+
+log = logging.getLogger("jitcore.service")
 
 # A grant still opening has created its rule but not yet recorded it.
 _IN_FLIGHT = (Status.APPROVED, Status.OPENING)
@@ -55,18 +63,22 @@ def find_orphans(store: Store, targets: Iterable[Target], providers: Mapping[str
         listed_at = clock.now()  # before the listing: a close recorded after it is newer
         rules = [r for r in provider.list_owned_rules(target) if (r.scope, r.ref) not in seen]
         seen.update((r.scope, r.ref) for r in rules)
-        with store.read() as session:
-            held = {(scope, ref) for scope in {r.scope for r in rules}
-                    for ref in repo.holders_of(session, scope,
-                                               [r.ref for r in rules if r.scope == scope])}
-            marked = repo.statuses_of(session, [r.grant_id for r in rules
-                                                if r.grant_id is not None])
-        found.extend(
-            Candidate(target, rule, listed_at) for rule in rules
-            if (rule.scope, rule.ref) not in held
-            and (rule.grant_id is None or marked.get(rule.grant_id) not in _IN_FLIGHT)
-        )
+        found.extend(Candidate(target, rule, listed_at) for rule in _unheld(store, rules))
     return found
+
+
+def _unheld(store: Store, rules: list[OwnedRule]) -> list[OwnedRule]:
+    """The rules no live grant holds and no grant is opening right now."""
+    by_scope: dict[str, list[str]] = defaultdict(list)
+    for rule in rules:
+        by_scope[rule.scope].append(rule.ref)
+    with store.read() as session:
+        held = {(scope, ref) for scope, refs in by_scope.items()
+                for ref in repo.holders_of(session, scope, refs)}
+        marked = repo.statuses_of(session, [r.grant_id for r in rules
+                                            if r.grant_id is not None])
+    return [rule for rule in rules if (rule.scope, rule.ref) not in held
+            and (rule.grant_id is None or marked.get(rule.grant_id) not in _IN_FLIGHT)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +120,61 @@ def sweep_owes_closes(store: Store, due_before: datetime) -> bool:
     until neither, reconcile would race the sweep over the same rules."""
     with store.read() as session:
         return repo.owes_close(session, due_before)
+
+
+class Reconciler:
+    """Removes orphans, each under the lock opens and closes of its rule take."""
+
+    def __init__(self, uow: UnitOfWork, policy: Policy, providers: Mapping[str, Provider],
+                 locks: RuleLocks) -> None:
+        self.uow = uow
+        self.policy = policy
+        self.providers = providers
+        self.locks = locks
+
+    def run(self, dry_run: bool = False) -> list[Orphan]:
+        """Find rules carrying jit's marker with no live grant behind them; remove them.
+        A candidate the sweep closed meanwhile, or one already gone, is no orphan: left out."""
+        found = find_orphans(self.uow.store, self.policy.targets.values(), self.providers,
+                             self.uow.clock)
+        if dry_run:
+            return [Orphan.of(c.target, c.rule) for c in found]
+        return [orphan for candidate in found
+                if (orphan := self._remove(candidate)) is not None]
+
+    def _remove(self, candidate: Candidate) -> Orphan | None:
+        target, rule = candidate.target, candidate.rule
+        orphan = Orphan.of(target, rule)
+        where = f"{rule.ref} ({rule.source} -> port {rule.port}) in {rule.scope} on {target.name}"
+        # Under the lock opens and closes take (in this process and in other replicas): a
+        # grant that bound to the rule meanwhile keeps it, a close that took it is seen.
+        with self.locks.held([(target.name, rule.port, rule.protocol, rule.source)]):
+            check = recheck(self.uow.store, candidate)
+            if check.adopted:
+                return replace(orphan, error="adopted by a grant meanwhile: kept")
+            if check.skip:
+                log.debug("reconcile: %s is no orphan: %s", where, check.skip)
+                return None
+            try:
+                answer = self.providers[target.cloud].close_rules(target, rule.scope,
+                                                                  [rule.ref])
+            except ProviderError as exc:
+                self.uow.alert(f"orphan rule {where} could not be removed: {exc}")
+                return replace(orphan, error=str(exc))
+        # No answer for the rule is taken as removed: an orphan is never hidden.
+        if not answer.get(rule.ref, True):
+            log.info("reconcile: %s was already gone: nothing removed", where)
+            return None
+        self._record(rule, target)
+        self.uow.alert(f"removed orphan rule {where}: no active grant was behind it")
+        return replace(orphan, removed=True)
+
+    def _record(self, rule: OwnedRule, target: Target) -> None:
+        now = self.uow.clock.now()
+        with self.uow.begin() as work:
+            handle = repo.live_handle(work.session, rule.scope, rule.ref)
+            if handle is not None:
+                handle.removed_at = now
+            work.chain.add(at=now, actor=ENGINE_ACTOR, action=EventKind.ORPHAN_REMOVED.value,
+                           grant_id=rule.grant_id, target=target.name, port=rule.port,
+                           source=rule.source, details={"scope": rule.scope, "rule": rule.ref})

@@ -256,26 +256,28 @@ def statuses_of(session: Session, grant_ids: Collection[int]) -> dict[int, Statu
     return {gid: Status(status) for gid, status in rows}
 
 
-def reserved_priorities(session: Session, scope: str) -> set[int]:
+# Slots (jitcore.ports.SlotPool: Azure priorities) reserved per grant, one per scope; the
+# table keeps the name of its first use.
+def reserved_slots(session: Session, scope: str) -> set[int]:
     return set(session.scalars(
         select(PriorityReservation.priority).where(PriorityReservation.scope == scope)
     ))
 
 
-def priority_of(session: Session, grant_id: int, scope: str) -> int | None:
+def slot_of(session: Session, grant_id: int, scope: str) -> int | None:
     return session.scalar(select(PriorityReservation.priority).where(
         PriorityReservation.grant_id == grant_id, PriorityReservation.scope == scope))
 
 
-def reserve_priority(session: Session, scope: str, priority: int, grant_id: int,
-                     at: datetime) -> None:
-    """Hold `priority` in `scope` for the grant; the unique constraint refuses a double."""
-    session.add(PriorityReservation(scope=scope, priority=priority, grant_id=grant_id,
+def reserve_slot(session: Session, scope: str, slot: int, grant_id: int,
+                 at: datetime) -> None:
+    """Hold `slot` in `scope` for the grant; the unique constraint refuses a double."""
+    session.add(PriorityReservation(scope=scope, priority=slot, grant_id=grant_id,
                                     reserved_at=at))
     session.flush()
 
 
-def release_priorities(session: Session, grant_ids: Collection[int]) -> None:
+def release_slots(session: Session, grant_ids: Collection[int]) -> None:
     if grant_ids:
         session.execute(delete(PriorityReservation)
                         .where(PriorityReservation.grant_id.in_(list(grant_ids))))

@@ -18,7 +18,7 @@ from jitcore.domain import EventKind, Status
 from jitcore.errors import TransientProviderError
 from jitcore.outbox import Post
 from jitcore.policy import Target
-from jitcore.ports import OpenedRule, OwnedRule, RuleSpec
+from jitcore.ports import LockdownProvider, OpenedRule, OwnedRule, RuleSpec, SlotPool
 from jitcore.providers.aws import AwsProvider
 from jitcore.scheduler import Engine
 from jitcore.service import EngineSettings, JitService
@@ -69,6 +69,18 @@ class WatchedAws:
         if hook is not None:
             hook()
         return rules
+
+    def warm(self, target: Target) -> None:
+        self.real.warm(target)
+
+    def placement(self, target: Target) -> SlotPool | None:
+        return self.real.placement(target)
+
+    def used_slots(self, target: Target) -> set[int]:
+        return self.real.used_slots(target)
+
+    def lockdowns(self) -> LockdownProvider | None:
+        return None
 
 
 @pytest.fixture

@@ -343,7 +343,7 @@ def test_requests_waiting_for_the_writer_are_written_together(
         threads = [threading.Thread(target=request, args=(n,)) for n in range(1, 6)]
         for thread in threads:
             thread.start()
-        settle(lambda: len(service._queued) == 4)  # the first waits for the lock, four queue
+        settle(lambda: len(service.intake._queued) == 4)  # the first waits for the lock, four queue
     for thread in threads:
         thread.join()
     assert counted[0] == 2  # the first alone, then the four queued behind it at once
@@ -369,7 +369,9 @@ def test_a_write_that_fails_in_a_group_fails_alone(sqlite_store: Store, clock: M
 
     def run(name: str, values: dict[str, object]) -> None:
         try:
-            outcomes[name] = service._insert_request(values, timedelta(minutes=5))[0].grant.id
+            events = service.intake.write(values, lambda chain, gid: service._requested(
+                chain, gid, values, timedelta(minutes=5)))
+            outcomes[name] = events[0].grant.id
         except Exception as exc:
             outcomes[name] = exc
 
@@ -377,12 +379,12 @@ def test_a_write_that_fails_in_a_group_fails_alone(sqlite_store: Store, clock: M
     with sqlite_store._writer:  # the first writes alone, the other three queue behind it
         threads = [threading.Thread(target=run, args=("holder", fine))]
         threads[0].start()
-        settle(lambda: service._combiner.locked() and not service._queued)
+        settle(lambda: service.intake._combiner.locked() and not service.intake._queued)
         threads += [threading.Thread(target=run, args=(name, values))
                     for name, values in (("a", fine), ("bad", broken), ("b", fine))]
         for queued, thread in enumerate(threads[1:], start=1):
             thread.start()
-            settle(lambda n=queued: len(service._queued) == n)
+            settle(lambda n=queued: len(service.intake._queued) == n)
     for thread in threads:
         thread.join()
     assert isinstance(outcomes.pop("bad"), IntegrityError)
