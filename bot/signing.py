@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from bot.ops import WsgiApp
+from jitcore.errors import RequestRefused
 
 MAX_BODY = 1024 * 1024  # Slack's payloads are a few KiB; a modal's state stays far below this
 MAX_SKEW = 5 * 60  # seconds between Slack's timestamp and our clock (Slack's own rule)
@@ -39,21 +40,12 @@ JSON = "application/json"  # the Events API
 log = logging.getLogger("jit.bot.signing")
 
 
-class Refusal(Exception):
-    """Why a request does not reach Bolt: the HTTP status and a reason safe to log."""
-
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+def _unauthorized(reason: str) -> RequestRefused:
+    return RequestRefused("401 Unauthorized", reason)
 
 
-def _unauthorized(reason: str) -> Refusal:
-    return Refusal("401 Unauthorized", reason)
-
-
-def _malformed(reason: str) -> Refusal:
-    return Refusal("400 Bad Request", reason)
+def _malformed(reason: str) -> RequestRefused:
+    return RequestRefused("400 Bad Request", reason)
 
 
 class SignedOnly:
@@ -81,7 +73,7 @@ class SignedOnly:
                 # form with that word percent-encoded, signed again, reads the same to Bolt.
                 body = body.replace(b"payload", b"p%61yload")
                 environ["HTTP_X_SLACK_SIGNATURE"] = self._signature(timestamp, body)
-        except Refusal as refusal:
+        except RequestRefused as refusal:
             log.warning("refused a request to %s from %s: %s", self._path,
                         environ.get("REMOTE_ADDR", "?"), refusal.reason)
             data = f"{refusal.reason}\n".encode()
@@ -96,11 +88,11 @@ class SignedOnly:
     def _body(environ: dict[str, Any]) -> bytes:
         declared = str(environ.get("CONTENT_LENGTH") or "").strip()
         if not declared:
-            raise Refusal("411 Length Required", "no Content-Length")
+            raise RequestRefused("411 Length Required", "no Content-Length")
         if not (declared.isascii() and declared.isdigit()):
             raise _malformed("Content-Length is not a number")
         if len(declared) > 12 or int(declared) > MAX_BODY:  # int() refuses 4300+ digits
-            raise Refusal("413 Content Too Large", f"body over {MAX_BODY} bytes")
+            raise RequestRefused("413 Content Too Large", f"body over {MAX_BODY} bytes")
         length = int(declared)
         stream = environ.get("wsgi.input")
         body = stream.read(length) if stream is not None and length else b""

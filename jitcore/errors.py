@@ -1,12 +1,20 @@
-"""The errors jitcore raises. Each one carries a message fit to show a person.
+"""Every error jit raises on purpose, in one tree. Each carries a message fit to show a person.
 
     JitError
     ├── PolicyError              the policy file is missing, unreadable or invalid
-    ├── SettingsError            a malformed setting in the environment
+    │   └── PolicyProblems       problems one validator found, each at its path (a ValueError
+    │                            too: pydantic turns it into a validation error)
+    ├── SettingsError            a missing or malformed setting in the environment
     ├── NotFound                 no such request/grant
+    ├── UnknownTarget            the policy names no such target
     ├── NotAllowed               policy or identity refuses the action (carries the Decision)
     ├── InvalidTransition        the request is no longer in a state that allows the action
+    ├── InvalidTransitionOnTarget  lockdown: already enabled, or not enabled, on the target
+    ├── LockdownRefused          lockdown would leave a rule open ahead of jit (no --take-over)
     ├── StoreError               the database is unreachable or not migrated
+    │   └── AuditChainError      the database did not extend the audit chain as jit hashes it
+    ├── Undeliverable            a post owed to Slack that can never be sent as it stands
+    ├── RequestRefused           an HTTP request turned away before anything parses it
     └── ProviderError            a cloud call failed (raised only inside providers)
         ├── RuleLimitExceeded    the security group / NSG (or its priority band) is full
         ├── SlotTaken            a rule jit did not reserve holds the slot (Azure: priority)
@@ -17,6 +25,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,19 +34,33 @@ if TYPE_CHECKING:
 
 
 class JitError(Exception):
-    """Base of every error jitcore raises on purpose."""
+    """Base of every error jit raises on purpose."""
 
 
 class PolicyError(JitError):
     """The policy file is missing, unreadable or invalid."""
 
 
+class PolicyProblems(PolicyError, ValueError):
+    """Several problems found by one validator of the policy, each at a path below the value
+    it checked. A ValueError too, so that pydantic reports it as a validation error."""
+
+    def __init__(self, problems: list[tuple[tuple[Hashable, ...], str]]) -> None:
+        super().__init__("; ".join(message for _, message in problems))
+        self.problems = problems
+
+
 class SettingsError(JitError):
-    """A malformed setting in the environment (JIT_LEASE=...): the message names it."""
+    """A missing or malformed setting in the environment (JIT_LEASE=...): the message names it
+    and says how to fix it."""
 
 
 class NotFound(JitError):
     """No request or grant with that id."""
+
+
+class UnknownTarget(JitError):
+    """The policy names no such target."""
 
 
 class NotAllowed(JitError):
@@ -62,8 +85,38 @@ class InvalidTransition(JitError):
         self.action = action
 
 
+class InvalidTransitionOnTarget(JitError):
+    """The target is not in a state that allows the lockdown action (already enabled, not
+    enabled)."""
+
+
+class LockdownRefused(JitError):
+    """Enabling lockdown would leave a rule open ahead of jit, and --take-over was not given."""
+
+
 class StoreError(JitError):
     """The database is unreachable or not migrated."""
+
+
+class AuditChainError(StoreError):
+    """The database did not extend the chain as jit hashes it. Raised before COMMIT, so a
+    transaction that meets it is rolled back; a statement in autocommit (a request on
+    PostgreSQL) is already written when it is raised."""
+
+
+class Undeliverable(JitError):
+    """A post owed to Slack that can never be sent as it stands (its card is gone, say):
+    failed for good."""
+
+
+class RequestRefused(JitError):
+    """Why an HTTP request does not reach the Slack layer (unsigned, malformed, too large):
+    the HTTP status to answer and a reason safe to log."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 class ProviderError(JitError):
