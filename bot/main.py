@@ -14,80 +14,121 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from jitcore.domain import parse_duration
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-REQUIRED = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
+from jitcore.domain import parse_duration
+from jitcore.errors import SettingsError
+
 EVENTS_PATH = "/slack/events"
 HTTP_THREADS = 4  # requests answered at once; more wait in waitress's queue
 MAX_REQUEST_BODY = 1024 * 1024  # waitress answers 413 past this without reading it all
 
 log = logging.getLogger("jit.bot")
 
+MISSING_HELP = (
+    "Create the Slack app from manifest.yml, install it to your workspace, then export "
+    "SLACK_BOT_TOKEN (the xoxb- bot token) and SLACK_SIGNING_SECRET (Basic Information > App "
+    "Credentials); set SLACK_APP_TOKEN (xapp-) too for Socket Mode, or leave it unset to "
+    "serve HTTP on JIT_HTTP_PORT (default 3000).")
 
-class SettingsError(Exception):
-    """A missing or malformed setting; the message says which and how to fix it."""
 
+class BotSettings(BaseSettings):
+    """jit-bot's settings, read from the environment. A blank value counts as unset; a
+    malformed one is a SettingsError naming the variable (and never echoing a secret)."""
 
-@dataclass(frozen=True, slots=True)
-class BotSettings:
-    bot_token: str
-    signing_secret: str
-    app_token: str | None
-    http_port: int
-    api_url: str | None
-    expiry_warning: timedelta | None = timedelta(minutes=5)
-    outbox_retention: timedelta = timedelta(days=7)
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True,
+                                      validate_default=False)
+
+    bot_token: str = Field(validation_alias="SLACK_BOT_TOKEN", repr=False)
+    signing_secret: str = Field(validation_alias="SLACK_SIGNING_SECRET", repr=False)
+    app_token: str | None = Field(None, validation_alias="SLACK_APP_TOKEN", repr=False)
+    http_port: int = Field(3000, validation_alias="JIT_HTTP_PORT")
+    api_url: str | None = Field(None, validation_alias="SLACK_API_URL")
+    expiry_warning: timedelta | None = Field(timedelta(minutes=5),
+                                             validation_alias="JIT_EXPIRY_WARNING")
+    outbox_retention: timedelta = Field(timedelta(days=7), validation_alias="JIT_OUTBOX_RETENTION")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> BotSettings:
-        missing = missing_settings(env)
-        if missing:
-            raise SettingsError(
-                f"jit-bot cannot start: {' and '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} not set. Create the Slack app from "
-                "manifest.yml, install it to your workspace, then export SLACK_BOT_TOKEN (the "
-                "xoxb- bot token) and SLACK_SIGNING_SECRET (Basic Information > App "
-                "Credentials); set SLACK_APP_TOKEN (xapp-) too for Socket Mode, or leave it "
-                "unset to serve HTTP on JIT_HTTP_PORT (default 3000).")
-        bot_token = env["SLACK_BOT_TOKEN"].strip()
-        if not bot_token.startswith("xoxb-"):
-            raise SettingsError("jit-bot cannot start: SLACK_BOT_TOKEN must be a bot token "
-                                "(it starts with xoxb-)")
-        app_token = env.get("SLACK_APP_TOKEN", "").strip() or None
-        if app_token is not None and not app_token.startswith("xapp-"):
-            raise SettingsError("jit-bot cannot start: SLACK_APP_TOKEN must be an app-level "
-                                "token (it starts with xapp-); unset it to serve HTTP instead")
-        port_text = env.get("JIT_HTTP_PORT", "3000").strip() or "3000"
-        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
-            raise SettingsError(f"jit-bot cannot start: JIT_HTTP_PORT={port_text!r} is not a "
-                                "port number (1-65535)")
-        api_url = env.get("SLACK_API_URL", "").strip() or None
-        if api_url is not None:
-            parts = urlsplit(api_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise SettingsError(f"jit-bot cannot start: SLACK_API_URL={api_url!r} is not an "
-                                    "http(s) URL, e.g. https://slack.com/api/")
-            if not api_url.endswith("/"):
-                api_url += "/"
-        warning_text = env.get("JIT_EXPIRY_WARNING", "5m").strip() or "5m"
+    def from_env(cls) -> BotSettings:
+        """The settings in this process's environment; SettingsError if one is missing or
+        malformed (the missing ones first)."""
         try:
-            warning = None if warning_text == "0" else parse_duration(warning_text)
-        except ValueError as exc:
-            raise SettingsError(f"jit-bot cannot start: JIT_EXPIRY_WARNING: {exc}") from None
-        retention_text = env.get("JIT_OUTBOX_RETENTION", "7d").strip() or "7d"
-        try:
-            retention = parse_duration(retention_text)
-        except ValueError as exc:
-            raise SettingsError(f"jit-bot cannot start: JIT_OUTBOX_RETENTION (how long "
-                                f"delivered Slack posts are kept): {exc}") from None
-        return cls(bot_token, env["SLACK_SIGNING_SECRET"].strip(), app_token, int(port_text),
-                   api_url, warning, retention)
+            return cls(**{})  # every field comes from the environment
+        except ValidationError as exc:
+            raise SettingsError(_first_problem(exc)) from None
 
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings,)  # the environment only: no .env file, no secrets directory
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        names = [field.validation_alias for field in cls.model_fields.values()]
+        given = {name: data.get(name) for name in names if isinstance(name, str)}
+        return {name: value.strip() for name, value in given.items()
+                if isinstance(value, str) and value.strip()}
+
+    @field_validator("bot_token")
+    @classmethod
+    def _bot_token(cls, token: str) -> str:
+        if not token.startswith("xoxb-"):
+            raise ValueError("SLACK_BOT_TOKEN must be a bot token (it starts with xoxb-)")
+        return token
+
+    @field_validator("app_token")
+    @classmethod
+    def _app_token(cls, token: str | None) -> str | None:
+        if token is not None and not token.startswith("xapp-"):
+            raise ValueError("SLACK_APP_TOKEN must be an app-level token (it starts with "
+                             "xapp-); unset it to serve HTTP instead")
+        return token
+
+    @field_validator("http_port", mode="before")
+    @classmethod
+    def _http_port(cls, text: str) -> int:
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+            raise ValueError(f"JIT_HTTP_PORT={text!r} is not a port number (1-65535)")
+        return int(text)
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"SLACK_API_URL={url!r} is not an http(s) URL, "
+                             "e.g. https://slack.com/api/")
+        return url if url.endswith("/") else url + "/"
+
+    @field_validator("expiry_warning", mode="before")
+    @classmethod
+    def _expiry_warning(cls, text: str) -> timedelta | None:
+        try:
+            return None if text == "0" else parse_duration(text)
+        except ValueError as exc:
+            raise ValueError(f"JIT_EXPIRY_WARNING: {exc}") from None
+
+    @field_validator("outbox_retention", mode="before")
+    @classmethod
+    def _outbox_retention(cls, text: str) -> timedelta:
+        try:
+            return parse_duration(text)
+        except ValueError as exc:
+            raise ValueError("JIT_OUTBOX_RETENTION (how long delivered Slack posts are "
+                             f"kept): {exc}") from None
 
     def secrets(self, env: Mapping[str, str]) -> list[str]:
         """What must never appear in a log line: the tokens, the signing secret and the
@@ -99,24 +140,29 @@ class BotSettings:
         return [s for s in found if s]
 
 
-def missing_settings(env: Mapping[str, str]) -> list[str]:
-    return [name for name in REQUIRED if not env.get(name, "").strip()]
+def _first_problem(exc: ValidationError) -> str:
+    """What to tell the operator: every variable that is missing, else the first malformed."""
+    problems = exc.errors(include_url=False, include_input=False)
+    missing = [str(problem["loc"][0]) for problem in problems if problem["type"] == "missing"]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        return f"{' and '.join(missing)} {verb} not set. {MISSING_HELP}"
+    first = problems[0]
+    cause = (first.get("ctx") or {}).get("error")
+    return str(cause) if cause is not None else f"{first['loc'][0]}: {first['msg']}"
 
 
 def main() -> None:
     from jitcore import logs
     from jitcore.bootstrap import engine_settings
     from jitcore.errors import JitError
-    from jitcore.errors import SettingsError as EngineSettingsError
 
     try:
-        settings = BotSettings.from_env(os.environ)
+        settings = BotSettings.from_env()
         engine_settings(os.environ)  # JIT_LEASE, JIT_SWEEP_BATCH: checked before anything runs
         logs.check_format(os.environ)
-    except (SettingsError, EngineSettingsError) as exc:
-        message = str(exc)
-        print(message if message.startswith("jit-bot cannot start") else
-              f"jit-bot cannot start: {message}", file=sys.stderr)
+    except SettingsError as exc:
+        print(f"jit-bot cannot start: {exc}", file=sys.stderr)
         sys.exit(2)
 
     logs.configure(secrets=settings.secrets(os.environ))

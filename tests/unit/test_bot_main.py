@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.main import missing_settings
-
 BOT_TOKEN, SIGNING_SECRET = "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"
 JIT_BOT = Path(sys.executable).with_name("jit-bot")  # the installed console script
 COMMANDS = {"jit-bot": [str(JIT_BOT)], "python -m bot.main": [sys.executable, "-m", "bot.main"]}
@@ -63,13 +61,6 @@ def test_blank_value_counts_as_missing() -> None:
     result = run_bot(COMMANDS["jit-bot"], **{BOT_TOKEN: "   ", SIGNING_SECRET: "s3cret"})
     assert_one_paragraph(result)
     assert diagnosis(result.stderr) == f"jit-bot cannot start: {BOT_TOKEN} is not set"
-
-
-def test_missing_settings_in_order() -> None:
-    assert missing_settings({}) == [BOT_TOKEN, SIGNING_SECRET]
-    assert missing_settings({BOT_TOKEN: "xoxb-1"}) == [SIGNING_SECRET]
-    assert missing_settings({SIGNING_SECRET: "s", BOT_TOKEN: "\t"}) == [BOT_TOKEN]
-    assert missing_settings({BOT_TOKEN: "xoxb-1", SIGNING_SECRET: "s"}) == []
 
 
 @pytest.mark.parametrize(("name", "value", "says"), [
