@@ -3,9 +3,9 @@
 azure-mgmt-network alone, three lists per subscription (networkInterfaces, virtualNetworks
 with their subnets inline, networkSecurityGroups with their rules): no Compute calls, since a
 NIC names its VM. A VM is one machine however many NICs it has; NICs attached to no VM are
-skipped. Clients are `AzureProvider`'s (credential, cloud endpoint, client options); azure-core
-retries throttling and 5xx itself, and what outlasts it becomes a `ProviderError` here. What
-the answers mean is decided in `jitcore.scan`.
+skipped. Clients are the ones `AzureProvider` uses (`azure_arm.ArmClients`: credential, cloud
+endpoint, client options); azure-core retries throttling and 5xx itself, and what outlasts it
+becomes a `ProviderError` here. What the answers mean is decided in `jitcore.scan`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from azure.mgmt.network import NetworkManagementClient
 
 from jitcore.errors import AccessDenied, ProviderError, TargetNotFound, TransientProviderError
 from jitcore.policy import AzureLocation, Target
-from jitcore.providers.azure import _DENIED, AzureProvider, _code, _message
+from jitcore.providers.azure_arm import DENIED, ArmClients, error_code, error_message
 from jitcore.scan import AzureNic, AzureVm, Machine, Nsg, NsgRule, classify, parse_arm_id
 
 Json = dict[str, Any]
@@ -47,12 +47,12 @@ def scan_azure(
     `credential` defaults to `DefaultAzureCredential`; `arm_endpoint` to Azure's public cloud;
     `client_options` go to `NetworkManagementClient` (e.g. `connection_verify`).
     """
-    provider = AzureProvider(credential=credential, client_options=client_options)
+    clients = ArmClients(credential, client_options)
     machines: list[Machine] = []
     for subscription in dict.fromkeys(subscriptions):
         # The client depends on the subscription and the endpoint only; the rest is unused.
-        client = provider._client(AzureLocation(subscription, "", "", "",
-                                                arm_endpoint=arm_endpoint))
+        client = clients.client(AzureLocation(subscription, "", "", "",
+                                              arm_endpoint=arm_endpoint))
         with _translated(subscription):
             vms = _Network(client).vms()
         machines += [classify(vm, enabled) for vm in vms]
@@ -175,17 +175,22 @@ def _translated(subscription: str) -> Iterator[None]:
         yield
     except ClientAuthenticationError as exc:
         raise AccessDenied(f"Azure refused jit's credentials for {where}: "
-                           f"{_message(exc)}") from exc
+                           f"{error_message(exc)}") from exc
     except HttpResponseError as exc:
-        code, message, status = _code(exc), _message(exc), exc.status_code or 0
-        if code in _NO_SUBSCRIPTION or status == 404:
-            raise TargetNotFound(f"Azure does not know {where}: {message}") from exc
-        if code in _DENIED or status in (401, 403):
-            raise AccessDenied(f"Azure denied jit reading the network of {where} "
-                               f"(it needs Microsoft.Network/*/read): {message}") from exc
-        if status in (408, 429) or status >= 500:
-            raise TransientProviderError(f"Azure is busy or unavailable for {where}: {message}; "
-                                         "try again later") from exc
-        raise ProviderError(f"Azure refused to list the network of {where}: {message}") from exc
+        raise _refusal(exc, where) from exc
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise TransientProviderError(f"cannot reach Azure for {where}: {exc}") from exc
+
+
+def _refusal(exc: HttpResponseError, where: str) -> ProviderError:
+    """What an ARM error answer to a list means for jit, naming the subscription."""
+    code, message, status = error_code(exc), error_message(exc), exc.status_code or 0
+    if code in _NO_SUBSCRIPTION or status == 404:
+        return TargetNotFound(f"Azure does not know {where}: {message}")
+    if code in DENIED or status in (401, 403):
+        return AccessDenied(f"Azure denied jit reading the network of {where} "
+                            f"(it needs Microsoft.Network/*/read): {message}")
+    if status in (408, 429) or status >= 500:
+        return TransientProviderError(f"Azure is busy or unavailable for {where}: {message}; "
+                                      "try again later")
+    return ProviderError(f"Azure refused to list the network of {where}: {message}")
