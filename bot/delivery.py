@@ -33,7 +33,6 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
@@ -46,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import blocks
 from bot.app import Foreground
 from jitcore import outbox
-from jitcore.domain import EventKind, GrantEvent, GrantView
+from jitcore.domain import GrantEvent, GrantView
 from jitcore.metrics import GrantMetrics
 from jitcore.outbox import Owed, Post
 from jitcore.policy import Policy, Target
@@ -62,22 +61,8 @@ TRANSIENT_ERRORS = frozenset({
 })
 _NOTICES_KEPT = 10_000  # thread parents and cards remembered in memory
 
-# What the approval card says once the request has moved on.
-_CARD_OUTCOME: dict[EventKind, Callable[[GrantEvent], str]] = {
-    EventKind.APPROVED: lambda e: f"approved by <@{e.actor}>, opening…",
-    EventKind.AUTO_APPROVED: lambda e: "approved by policy, opening…",
-    EventKind.DENIED: lambda e: f"denied by <@{e.actor}>"
-                                + (f": {blocks.escape(e.detail)}" if e.detail else ""),
-    EventKind.CANCELLED: lambda e: "cancelled by the requester",
-    EventKind.LAPSED: lambda e: "lapsed: no decision in time",
-    EventKind.OPENED: lambda e: f"open until {_hhmm(e.grant)} UTC",
-    EventKind.OPEN_FAILED: lambda e: f"failed: {blocks.escape(e.detail)}",
-    EventKind.CLOSED: lambda e: f"closed ({e.grant.close_reason or 'done'})",
-}
-
-
-def _hhmm(grant: GrantView) -> str:
-    return f"{grant.expires_at:%H:%M}" if grant.expires_at else "?"
+# Kept for callers that read the card's outcomes here; they are rendered by bot.blocks.
+_CARD_OUTCOME = blocks.CARD_OUTCOME
 
 
 class Undeliverable(Exception):
@@ -324,46 +309,47 @@ class Delivery:
             log.info("slack outbox: %s delivered post(s) older than %s pruned", pruned,
                      self._retention)
 
-    # ---- rendering: one row -> one Web API call ---------------------------------------
+    # ---- one row -> one Web API call, with what bot.blocks renders -----------------------
 
     def _render_and_call(self, owed: Owed) -> tuple[str, str] | None:
         """Make the call a row owes; the (channel, ts) of a message later posts refer to."""
         if owed.grant_id is None:  # a free-standing alert
-            text = f":rotating_light: {blocks.escape(outbox.alert_from_json(owed.payload))}"
-            self._post(owed.channel, text=text)
+            self._post(owed.channel, **blocks.alert_message(outbox.alert_from_json(owed.payload)))
             return None
         event = owed.event()
-        grant = event.grant
-        if owed.post is Post.THREAD:
-            return self._post(owed.channel, text=blocks.audit_line(event))
-        if owed.post is Post.CARD:
-            return self._post(owed.channel, **blocks.approval_card(grant, self._target(grant)))
-        if owed.post is Post.REPLY:
-            thread = self._notice(grant.id, Post.THREAD)
-            if thread is None:  # its parent was never posted: the event stands alone
-                self._post(owed.channel, text=blocks.audit_line(event))
-            else:
-                self._post(thread[0], thread_ts=thread[1], text=blocks.audit_line(event))
-            return None
-        if owed.post is Post.ALERT:
-            self._post(owed.channel, text=f":rotating_light: {blocks.audit_line(event)}")
-            return None
-        if owed.post is Post.CARD_UPDATE:
-            card = self._notice(grant.id, Post.CARD)
-            if card is None:
-                raise Undeliverable("no approval card was posted for this request")
-            outcome = _CARD_OUTCOME[event.kind](event)
-            self._client.chat_update(channel=card[0], ts=card[1],
-                                     **blocks.decided_card(grant, self._target(grant), outcome))
-            return None
-        dm = blocks.dm_for(event)
-        if event.kind is EventKind.EXPIRING and grant.expires_at is not None:
-            left = (grant.expires_at - event.at).total_seconds()
-            dm = blocks.expiry_warning(grant, max(1, round(left / 60)))
-        if dm is None:
-            raise Undeliverable(f"nothing to tell the requester of {event.kind.value}")
-        self._post(owed.channel, **dm)
+        match owed.post:
+            case Post.THREAD:
+                return self._post(owed.channel, **blocks.audit_message(event))
+            case Post.CARD:
+                return self._post(owed.channel,
+                                  **blocks.approval_card(event.grant, self._target(event.grant)))
+            case Post.REPLY:
+                self._reply(owed.channel, event)
+            case Post.ALERT:
+                self._post(owed.channel, **blocks.audit_alert(event))
+            case Post.CARD_UPDATE:
+                self._update_card(event)
+            case Post.DM:
+                dm = blocks.dm_for(event)
+                if dm is None:
+                    raise Undeliverable(f"nothing to tell the requester of {event.kind.value}")
+                self._post(owed.channel, **dm)
         return None
+
+    def _reply(self, channel: str, event: GrantEvent) -> None:
+        """An event as a reply in its request's audit thread (alone, if there is none)."""
+        thread = self._notice(event.grant.id, Post.THREAD)
+        if thread is None:  # its parent was never posted: the event stands alone
+            self._post(channel, **blocks.audit_message(event))
+        else:
+            self._post(thread[0], thread_ts=thread[1], **blocks.audit_message(event))
+
+    def _update_card(self, event: GrantEvent) -> None:
+        card = self._notice(event.grant.id, Post.CARD)
+        if card is None:
+            raise Undeliverable("no approval card was posted for this request")
+        self._client.chat_update(channel=card[0], ts=card[1],
+                                 **blocks.card_update(event, self._target(event.grant)))
 
     def _post(self, channel: str, **message: Any) -> tuple[str, str]:
         response = self._client.chat_postMessage(channel=channel, unfurl_links=False,

@@ -160,6 +160,33 @@ def test_delivered_in_order_with_thread_and_card_followed_up(
         "Request", "Access"]
 
 
+def decided_line(edit: dict[str, Any]) -> str:
+    """The line a card update ends with: who decided, when, and what came of it."""
+    blocks = edit["blocks"]
+    if isinstance(blocks, str):  # sent form-encoded
+        blocks = json.loads(blocks)
+    return str(blocks[-1]["text"]["text"])
+
+
+def test_the_card_says_what_came_of_the_request_and_the_alerts_are_escaped(
+        service: JitService, store: Store, slack: SlackApiFake, policy: Policy) -> None:
+    lifecycle(service)
+    denied = service.request(REQUESTER, "prod-db", "ssh", timedelta(minutes=30), SOURCE).grant
+    service.deny(denied.id, APPROVER, "not today <!here> & not tomorrow")
+    service.alert("orphan rule <sgr-1> & co removed")
+    with delivering(slack, policy, store):
+        wait_for_rows(store, 10, {"sent"})
+    opened, refused = slack.messages(APPROVALS)
+    assert [decided_line(e).split(":* ", 1)[1] for e in opened["edits"]] == [
+        f"approved by <@{APPROVER}>, opening…", opened["edits"][1]["text"].split(": ", 1)[1]]
+    assert decided_line(opened["edits"][1]).startswith(f"*Decided by <@{APPROVER}> at ")
+    assert "open until " in decided_line(opened["edits"][1])
+    assert decided_line(refused["edits"][0]).endswith(
+        f"denied by <@{APPROVER}>: not today &lt;!here&gt; &amp; not tomorrow")
+    alerts = [m["text"] for m in slack.messages(AUDIT) if m["text"].startswith(":rotating")]
+    assert alerts == [":rotating_light: orphan rule &lt;sgr-1&gt; &amp; co removed"]
+
+
 def test_an_outage_delays_posts_and_loses_none(service: JitService, store: Store,
                                                slack: SlackApiFake, policy: Policy) -> None:
     slack.outage(status=503)
