@@ -220,7 +220,7 @@ class Delivery:
         if self._foreground is not None:
             self._foreground.wait_quiet(self._yield_at_most)
         try:
-            message = self._render_and_call(owed)
+            message = self._call(owed)
         except Undeliverable as exc:
             self._failed(owed, Failure(str(exc), False))
             return True
@@ -311,7 +311,7 @@ class Delivery:
 
     # ---- one row -> one Web API call, with what bot.blocks renders -----------------------
 
-    def _render_and_call(self, owed: Owed) -> tuple[str, str] | None:
+    def _call(self, owed: Owed) -> tuple[str, str] | None:
         """Make the call a row owes; the (channel, ts) of a message later posts refer to."""
         if owed.grant_id is None:  # a free-standing alert
             self._post(owed.channel, **blocks.alert_message(outbox.alert_from_json(owed.payload)))
