@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.azure_burst [--json] [--database-url URL] [--op-delay S]
     .venv/bin/python bench/azure_burst.py ...          (the same)
 
-Set-up (not measured): the ARM emulator (tests/fakes/arm_emulator.py) runs in its own process
+Set-up (not measured): the ARM emulator (tests/fakes/arm/) runs in its own process
 over HTTPS with eleven empty NSGs, and every write takes `--op-delay` seconds (default 0.2) to
 finish; while one is in progress on an NSG, ARM refuses another write to that NSG
 (`AnotherOperationInProgress`), as real ARM does. The policy has eleven targets, one per NSG
@@ -67,7 +67,7 @@ POLL = 0.05
 # then prints what it saw per operation and error code.
 _EMULATOR_CHILD = """\
 import json, sys
-from tests.fakes.arm_emulator import ArmEmulator
+from tests.fakes.arm import ArmEmulator
 with ArmEmulator(op_delay=float(sys.argv[1])) as arm:
     for n in range(int(sys.argv[2])):
         arm.add_nsg(sys.argv[3], sys.argv[4], f"nsg-{n}")

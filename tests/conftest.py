@@ -6,7 +6,7 @@ import logging
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -14,7 +14,6 @@ from moto.server import ThreadedMotoServer
 
 # The local Azure Resource Manager the real azure-mgmt-network SDK talks to over HTTPS.
 from tests.support.azure import arm_emulator  # noqa: F401
-from tests.support.cloud_calls import cloud_calls, pytest_collection_modifyitems  # noqa: F401
 
 # Database, clock and notifier fixtures, registered once for every suite (a session
 # fixture imported by two conftest files would be two fixtures fighting over one database).
@@ -26,6 +25,12 @@ from tests.support.fixtures import (  # noqa: F401
     sqlite_template,
     store,
 )
+
+if TYPE_CHECKING:
+    from tests.support.cloud_calls import CloudCallRecorder
+
+# The cloud-call recorder: the `cloud_calls` fixture and the `@runs_last` ordering.
+pytest_plugins = ("tests.support.cloud_calls",)
 
 AWS_REGION = "us-east-1"
 
@@ -45,8 +50,12 @@ def moto_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Point the standard boto3 environment at a freshly reset moto; returns its URL."""
+def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch,
+            cloud_calls: CloudCallRecorder) -> str:
+    """Point the standard boto3 environment at a freshly reset moto; returns its URL.
+
+    The test's AWS calls are recorded (`cloud_calls`), for the least-privilege check.
+    """
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -13,7 +13,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.mgmt.network import NetworkManagementClient
 
-from tests.fakes.arm_emulator import (
+from tests.fakes.arm import (
     DEFAULT_RULES,
     NIC_READ,
     NSG_READ,

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from tests.fakes.arm_emulator import ArmEmulator
+from tests.fakes.arm import ArmEmulator
 
 REFERENCE = Path(__file__).parents[1] / "fakes" / "reference" / "azure"
 RECORDING = REFERENCE / "azure-sdk-python_test_network_security_groups.yaml"

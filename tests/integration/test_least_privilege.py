@@ -50,7 +50,7 @@ from jitcore.ports import RuleSpec
 from jitcore.providers.aws import AwsProvider
 from jitcore.providers.aws_scan import scan_aws
 from jitcore.providers.azure_scan import scan_azure
-from tests.fakes.arm_emulator import ArmEmulator, rule_properties
+from tests.fakes.arm import ArmEmulator, rule_properties
 from tests.support.azure import SUBSCRIPTION, StaticTokenCredential, emulator_provider
 from tests.support.cloud_calls import CloudCallRecorder, runs_last
 from tests.support.policies import azure_policy

@@ -16,7 +16,7 @@ from jitcore.providers.aws import AwsProvider
 from jitcore.service import JitService
 from jitcore.store import Store
 from tests.conftest import AwsGroup
-from tests.fakes.arm_emulator import ArmEmulator, rule_properties
+from tests.fakes.arm import ArmEmulator, rule_properties
 from tests.support.aws import ingress
 from tests.support.azure import SUBSCRIPTION, emulator_provider, network_client
 from tests.support.fixtures import ManualClock, RecordingNotifier

@@ -15,7 +15,7 @@ from jitcore.policy_file import parse_policy
 from jitcore.providers.aws_scan import scan_aws
 from jitcore.providers.azure_scan import scan_azure
 from jitcore.scan import Exposure, Machine, Status, run_scan, suggest_policy
-from tests.fakes.arm_emulator import NIC_READ, NSG_READ, VNET_READ, ArmEmulator, rule_properties
+from tests.fakes.arm import NIC_READ, NSG_READ, VNET_READ, ArmEmulator, rule_properties
 from tests.fakes.aws_throttle import ThrottlingProxy
 from tests.support.azure import SUBSCRIPTION, StaticTokenCredential
 

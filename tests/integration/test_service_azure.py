@@ -17,7 +17,7 @@ from jitcore.domain import Status
 from jitcore.service import EngineSettings, JitService
 from jitcore.store import Store
 from jitcore.store.models import PriorityReservation
-from tests.fakes.arm_emulator import ArmEmulator, rule_properties
+from tests.fakes.arm import ArmEmulator, rule_properties
 from tests.support.azure import SUBSCRIPTION, emulator_provider, network_client
 from tests.support.fixtures import ManualClock, RecordingNotifier, audit_actions
 from tests.support.policies import APPROVER, REQUESTER, azure_policy

@@ -1,4 +1,4 @@
-"""The real Azure SDK pointed at the local ARM emulator (tests/fakes/arm_emulator.py).
+"""The real Azure SDK pointed at the local ARM emulator (tests/fakes/arm/).
 
     def test_something(arm_emulator: ArmEmulator) -> None:
         arm_emulator.add_nsg(SUBSCRIPTION, "rg-app", "nsg-app")
@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from azure.core.credentials import AccessToken
 
-from tests.fakes.arm_emulator import ArmEmulator
+from tests.fakes.arm import ArmEmulator
 
 if TYPE_CHECKING:
     from azure.mgmt.network import NetworkManagementClient
+
+    from tests.support.cloud_calls import CloudCallRecorder
 
 SUBSCRIPTION = "00000000-0000-0000-0000-00000000a11e"
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -64,8 +66,11 @@ def network_client(emulator: ArmEmulator, subscription_id: str = SUBSCRIPTION,
 
 
 @pytest.fixture
-def arm_emulator() -> Iterator[ArmEmulator]:
-    """A started ArmEmulator (default settings; change `op_delay`, `faults`... as needed)."""
+def arm_emulator(cloud_calls: CloudCallRecorder) -> Iterator[ArmEmulator]:
+    """A started ArmEmulator (default settings; change `op_delay`, `faults`... as needed).
+
+    The test's requests to it are recorded (`cloud_calls`), for the least-privilege check.
+    """
     with ArmEmulator() as emulator:
         yield emulator
 

@@ -1,4 +1,10 @@
-"""Which cloud operations jit calls, recorded for the whole test session.
+"""Which cloud operations jit calls, recorded for the tests that ask: a pytest plugin.
+
+Registered by tests/conftest.py (`pytest_plugins`). Nothing is patched unless a test asks for
+the `cloud_calls` fixture, directly or through a cloud fake that records (`aws_env` in
+tests/conftest.py, `arm_emulator` in tests/support/azure.py): for that test only, botocore and
+azure-core are wrapped and every ArmEmulator is listened to; the record itself lasts the
+session, so a test that runs last sees what every recorded test before it called.
 
 AWS: every botocore API call, where all of them pass (`BaseClient._make_api_call`, wrapped and
 called through), as the IAM action it needs, e.g. "ec2:AuthorizeSecurityGroupIngress".
@@ -16,9 +22,9 @@ An Azure request is credited on the client side, in azure-core's transport, and 
 emulator's record by its `x-ms-client-request-id`; the polls of an operation run in
 azure-core's own thread, so they are jitcore's when the poller was made from jitcore's code.
 
-`@runs_last` moves a test to the end of the session (`pytest_collection_modifyitems`, imported
-into tests/conftest.py with the `cloud_calls` fixture), so that it sees every call the other
-tests made. Subprocesses (tests/e2e) are not recorded.
+`@runs_last` moves a test to the end of the session (this plugin's
+`pytest_collection_modifyitems`), so that it sees every call the other tests made.
+Subprocesses (tests/e2e) are not recorded.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from azure.core.polling import LROPoller
 from botocore.client import BaseClient
 
 import jitcore
-from tests.fakes.arm_emulator import ArmEmulator, Call
+from tests.fakes.arm import ArmEmulator, Call
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,7 +122,9 @@ class CloudCallRecorder:
 
     def install(self) -> None:
         """Wrap botocore's and azure-core's methods (each calls the original) and listen to
-        every ArmEmulator."""
+        every ArmEmulator, until `uninstall`."""
+        if self._undo:
+            raise RuntimeError("the cloud-call recorder is installed already")
         recorder = self
         # Every botocore client method (and paginator page) goes through this one.
         make_api_call = BaseClient._make_api_call  # type: ignore[attr-defined]
@@ -189,15 +197,20 @@ class CloudCallRecorder:
         return False
 
 
-@pytest.fixture(scope="session", autouse=True)
-def cloud_calls() -> Iterator[CloudCallRecorder]:
-    """The session's recorder, installed before the first test and removed after the last."""
-    recorder = CloudCallRecorder()
-    recorder.install()
+@pytest.fixture(scope="session")
+def cloud_call_record() -> CloudCallRecorder:
+    """The session's record of cloud calls; it records only while `cloud_calls` is in use."""
+    return CloudCallRecorder()
+
+
+@pytest.fixture
+def cloud_calls(cloud_call_record: CloudCallRecorder) -> Iterator[CloudCallRecorder]:
+    """Record this test's cloud calls into the session's record, which it yields."""
+    cloud_call_record.install()
     try:
-        yield recorder
+        yield cloud_call_record
     finally:
-        recorder.uninstall()
+        cloud_call_record.uninstall()
 
 
 def runs_last(test: F) -> F:
