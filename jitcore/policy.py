@@ -399,6 +399,9 @@ def check_extend(target: Target, grant: GrantView, actor: str, actor_groups: fro
     An approver, or the requester within their auto-approval, extends at once, up to the
     port's longest duration. The requester otherwise asks an approver (a new request);
     anyone else is refused. A new end before the current one is refused."""
+    if grant.expires_at is not None and grant.expires_at <= now:
+        return ExtendCheck(_no(Reason.DURATION_INVALID, f"#{grant.id} has already expired and "
+                                                        "is being closed; request it again"))
     requester = grant.requester
     port = target.ports.get(grant.service)
     if port is None:

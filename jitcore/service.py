@@ -182,8 +182,15 @@ class JitService:
             values["next_attempt_at"] = now + self.settings.lease  # the sweep opens it if we die
         kind, action = ((EventKind.APPROVED, "approve") if to is Status.APPROVED
                         else (EventKind.DENIED, "deny"))
-        return self.uow.change(grant_id, Status.PENDING, to, approver, kind, values, action,
-                               reason=note.strip())
+        try:
+            return self.uow.change(grant_id, Status.PENDING, to, approver, kind, values,
+                                   action, unlapsed_at=now, reason=note.strip())
+        except InvalidTransition as exc:
+            if exc.current is not Status.PENDING:
+                raise
+        # Past its approval timeout, not yet lapsed by the sweep: a decision comes too late.
+        self.engine.lapse_pending()
+        raise InvalidTransition(grant_id, self.get(grant_id).status, action)
 
     def cancel(self, grant_id: int, actor: str, *, admin: bool = False) -> GrantView:
         grant = self.get(grant_id)

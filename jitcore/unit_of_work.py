@@ -69,11 +69,13 @@ class UnitOfWork:
         self.publish(events)
 
     def change(self, grant_id: int, from_: Status, to: Status, actor: str, kind: EventKind,
-               values: dict[str, Any], action: str, **details: Any) -> GrantView:
+               values: dict[str, Any], action: str, unlapsed_at: datetime | None = None,
+               **details: Any) -> GrantView:
         """One transition in a transaction of its own; InvalidTransition if the grant is
-        no longer in `from_`."""
+        no longer in `from_` (or, with `unlapsed_at`, has lapsed by then)."""
         with self.begin() as work:
-            row = self.move(work, grant_id, from_, to, actor, kind, values=values, **details)
+            row = self.move(work, grant_id, from_, to, actor, kind, values=values,
+                            unlapsed_at=unlapsed_at, **details)
             if row is None:
                 raise InvalidTransition(grant_id, self.row(work.session, grant_id).state,
                                         action)
@@ -81,11 +83,13 @@ class UnitOfWork:
 
     def move(self, work: Work, grant_id: int, from_: Status | tuple[Status, ...],
              to: Status, actor: str, kind: EventKind, *, values: dict[str, Any] | None = None,
-             lease_expired_before: datetime | None = None, alert: bool = False,
+             lease_expired_before: datetime | None = None,
+             unlapsed_at: datetime | None = None, alert: bool = False,
              **details: Any) -> Grant | None:
         """Conditional transition plus its audit event, in the caller's transaction."""
         row = repo.transition(work.session, grant_id, from_, to,
-                              lease_expired_before=lease_expired_before, **(values or {}))
+                              lease_expired_before=lease_expired_before,
+                              unlapsed_at=unlapsed_at, **(values or {}))
         if row is not None:
             self.record(work, row, actor, kind, alert=alert, **details)
         return row

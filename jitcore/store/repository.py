@@ -44,16 +44,19 @@ def transition(
     to: Status,
     *,
     lease_expired_before: datetime | None = None,
+    unlapsed_at: datetime | None = None,
     **values: Any,
 ) -> Grant | None:
     """Move a grant from one status to another if, and only if, it is still in `from_`.
 
     Returns the updated row, or None when the grant was not in `from_` (exactly one of two
     racing callers gets the row). With `lease_expired_before`, a grant whose lease
-    (next_attempt_at) is still running is left alone.
+    (next_attempt_at) is still running is left alone; with `unlapsed_at`, a request whose
+    approval timeout (lapses_at) has passed by then.
     """
     moved = transition_many(session, [grant_id], from_, to,
-                            lease_expired_before=lease_expired_before, **values)
+                            lease_expired_before=lease_expired_before,
+                            unlapsed_at=unlapsed_at, **values)
     return moved[0] if moved else None
 
 
@@ -64,6 +67,7 @@ def transition_many(
     to: Status,
     *,
     lease_expired_before: datetime | None = None,
+    unlapsed_at: datetime | None = None,
     **values: Any,
 ) -> list[Grant]:
     """`transition` for many grants in one statement; returns the rows that moved."""
@@ -78,6 +82,9 @@ def transition_many(
     if lease_expired_before is not None:
         condition = and_(condition, or_(Grant.next_attempt_at.is_(None),
                                         Grant.next_attempt_at <= lease_expired_before))
+    if unlapsed_at is not None:
+        condition = and_(condition, or_(Grant.lapses_at.is_(None),
+                                        Grant.lapses_at > unlapsed_at))
     # Core, not ORM-enabled DML: half the cost on the hot path. The rows come back as
     # detached snapshots; nothing writes through them.
     table = grants_table

@@ -319,6 +319,27 @@ def test_only_an_active_grant_is_extended(world: World) -> None:
         world.service.extend(gid, APPROVER, timedelta(minutes=10))
 
 
+def test_an_overdue_grant_is_not_extended(world: World) -> None:
+    gid = world.active()  # 30 min
+    world.clock.advance(timedelta(minutes=30))  # due, and the sweep has not closed it yet
+    with pytest.raises(NotAllowed, match=f"#{gid} has already expired and is being closed"):
+        world.service.extend(gid, APPROVER, timedelta(minutes=30))
+    assert world.service.get(gid).expires_at == world.clock.now()
+    assert world.service.sweep().closed == [gid]
+
+
+def test_a_decision_after_the_approval_timeout_comes_too_late(world: World) -> None:
+    gid = world.request()  # approval_timeout: 1h
+    other = world.request(port="22", minutes=10)
+    world.clock.advance(timedelta(hours=1))  # due to lapse; the sweep has not run
+    with pytest.raises(InvalidTransition, match=f"#{gid} is already lapsed; cannot approve"):
+        world.service.approve(gid, APPROVER)
+    with pytest.raises(InvalidTransition, match=f"#{other} is already lapsed; cannot deny"):
+        world.service.deny(other, APPROVER)
+    assert world.trail(gid) == ["requested", "lapsed"]
+    assert world.provider.calls_to("open_rule") == []
+
+
 def test_the_expiry_warning_comes_once_per_end(world: World) -> None:
     gid = world.active()
     world.clock.advance(timedelta(minutes=24))  # warn_before: 5 min
