@@ -61,9 +61,6 @@ TRANSIENT_ERRORS = frozenset({
 })
 _NOTICES_KEPT = 10_000  # thread parents and cards remembered in memory
 
-# Kept for callers that read the card's outcomes here; they are rendered by bot.blocks.
-_CARD_OUTCOME = blocks.CARD_OUTCOME
-
 
 class Undeliverable(Exception):
     """A row that can never be sent as it stands (its card is gone, say): failed for good."""

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot import blocks
-from bot.delivery import _CARD_OUTCOME
+from bot.blocks import CARD_OUTCOME
 from jitcore import outbox
 from jitcore.domain import EventKind, GrantEvent, GrantView, Status
 from jitcore.outbox import Outbox, Post
@@ -46,7 +46,7 @@ def test_a_dm_is_owed_exactly_when_there_is_one_to_send(kind: EventKind) -> None
 
 
 def test_every_card_outcome_has_words() -> None:
-    assert set(_CARD_OUTCOME) == set(outbox.CARD_OUTCOMES)
+    assert set(CARD_OUTCOME) == set(outbox.CARD_OUTCOMES)
 
 
 def test_what_each_event_owes() -> None:
