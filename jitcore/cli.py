@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from jitcore import audit
+from jitcore import cli_render as render
 from jitcore.bootstrap import Paths
-from jitcore.domain import HOLDS_RULE, GrantView, Status, format_duration
+from jitcore.domain import HOLDS_RULE, Status
 from jitcore.errors import JitError
-from jitcore.policy import AwsLocation, Policy
 from jitcore.store import Store, repository, upgrade
 from jitcore.store.db import redacted_url
 
@@ -63,6 +63,11 @@ def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
+def _echo(lines: Iterable[str]) -> None:
+    for line in lines:
+        click.echo(line)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", metavar="FILE", help=CONFIG_HELP)
 @click.option("--database-url", metavar="URL", help=DB_HELP)
@@ -94,28 +99,7 @@ def check(obj: Context, config: str | None) -> None:
     with _errors():
         policy = load_policy(path)
     click.echo(f"{path}: ok, {len(policy.targets)} target(s)")
-    _print_policy(policy)
-
-
-def _print_policy(policy: Policy) -> None:
-    if policy.slack:
-        click.echo(f"slack: approvals {policy.slack.approvals_channel}, "
-                   f"audit {policy.slack.audit_channel}")
-    for target in policy.targets.values():
-        click.echo(f"\n{target.name}  [{target.location.resource}]")
-        if isinstance(target.location, AwsLocation) and target.location.role_arn:
-            click.echo(f"  role: {target.location.role_arn}")
-        for port in target.ports.values():
-            sources = ", ".join(str(s) for s in port.allowed_sources)
-            port_text = f"{port.port}/{port.protocol}"
-            click.echo(f"  {port.name:<12} {port_text:<10} up to "
-                       f"{format_duration(target.port_max_duration(port)):<6} from {sources}")
-        click.echo(f"  requesters: {', '.join(target.requesters) or '(none)'}")
-        click.echo(f"  approvers:  {', '.join(target.approvers) or '(none)'}")
-        if target.auto_approve:
-            limit = target.auto_approve.max_duration
-            click.echo(f"  auto-approve: {', '.join(target.auto_approve.users)}"
-                       + (f" up to {format_duration(limit)}" if limit else ""))
+    _echo(render.policy_lines(policy))
 
 
 @cli.group()
@@ -135,7 +119,7 @@ def db_upgrade(obj: Context) -> None:
 
 @cli.command()
 @click.option("--active", is_flag=True, help="Only grants that hold (or are removing) a rule.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of grants.")
 @click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1),
               help="Newest first, at most this many.")
 @pass_context
@@ -143,36 +127,14 @@ def grants(obj: Context, active: bool, as_json: bool, limit: int) -> None:
     """List requests and grants."""
     with _errors(), obj.store().read() as session:
         rows = repository.list_views(session, HOLDS_RULE if active else None, limit)
-    if as_json:
-        for view in rows:
-            click.echo(json.dumps(_grant_json(view), sort_keys=True))
+    if as_json:  # a list, empty or not
+        click.echo(json.dumps([render.grant_json(view) for view in rows], indent=2,
+                              sort_keys=True))
         return
     if not rows:
         click.echo("no grants" if not active else "no active grants")
         return
-    click.echo(f"{'ID':>6}  {'STATUS':<12} {'TARGET':<16} {'PORT':<10} {'SOURCE':<20} "
-               f"{'REQUESTER':<12} UNTIL")
-    for view in rows:
-        until = f"{view.expires_at:%Y-%m-%d %H:%M:%SZ}" if view.expires_at else "-"
-        click.echo(f"{view.id:>6}  {view.status.value:<12} {view.target:<16} "
-                   f"{view.service + ' ' + str(view.port):<10} {view.source:<20} "
-                   f"{view.requester:<12} {until}")
-
-
-def _grant_json(view: GrantView) -> dict[str, Any]:
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat().replace("+00:00", "Z") if value else None
-
-    return {
-        "id": view.id, "status": view.status.value, "requester": view.requester,
-        "target": view.target, "cloud": view.cloud, "service": view.service,
-        "port": view.port, "protocol": view.protocol, "source": view.source,
-        "duration": format_duration(view.duration), "reason": view.reason,
-        "created_at": iso(view.created_at), "decided_by": view.decided_by,
-        "opened_at": iso(view.opened_at), "expires_at": iso(view.expires_at),
-        "closed_at": iso(view.closed_at), "close_reason": view.close_reason,
-        "rule": view.rule_ref, "error": view.error,
-    }
+    _echo(render.grant_table(rows))
 
 
 @cli.command()
@@ -203,15 +165,8 @@ def reconcile(obj: Context, dry_run: bool) -> None:
     if not orphans:
         click.echo("no orphan rules")
         return
-    failed = False
-    for o in orphans:
-        state = ("would remove" if dry_run else "removed" if o.removed
-                 else f"could NOT remove ({o.error})")
-        failed = failed or (not dry_run and not o.removed)
-        grant = f"#{o.grant_id}" if o.grant_id is not None else "no grant"
-        click.echo(f"{state}: {o.ref} in {o.scope} ({o.target}, port {o.port} from "
-                   f"{o.source}, marked {grant})")
-    sys.exit(1 if failed else 0)
+    _echo([render.orphan_line(orphan, dry_run) for orphan in orphans])
+    sys.exit(0 if dry_run or all(orphan.removed for orphan in orphans) else 1)
 
 
 @cli.command()
@@ -229,17 +184,7 @@ def enable(obj: Context, target: str, yes: bool, dry_run: bool, take_over: bool)
     with _errors():
         lockdowns = Lockdowns(obj.service())
         plan = lockdowns.plan_enable(target)
-        click.echo(f"enable jit on {target}:")
-        for rule in plan.remove:
-            click.echo(f"  remove (recorded, restored by disable): {rule.scope} {rule.ref}: "
-                       f"{rule.summary}")
-        for rule in plan.blockers:
-            verb = "remove (recorded, restored by disable)" if take_over else "BLOCKS"
-            click.echo(f"  {verb}: {rule.ref}: {rule.summary}")
-        for line in plan.add:
-            click.echo(f"  add: {line}")
-        if not (plan.remove or plan.blockers or plan.add):
-            click.echo("  nothing to change: no rule opens a managed port")
+        _echo(render.enable_plan_lines(target, plan, take_over))
         if dry_run:
             return
         if plan.blockers and not take_over:
@@ -262,15 +207,7 @@ def disable(obj: Context, target: str, yes: bool, dry_run: bool) -> None:
     with _errors():
         lockdowns = Lockdowns(obj.service())
         active, lockdown = lockdowns.plan_disable(target)
-        click.echo(f"disable jit on {target}:")
-        for grant_id in active:
-            click.echo(f"  revoke grant #{grant_id} (reason: target disabled)")
-        for name in lockdown.created.get("deny", []):
-            click.echo(f"  remove: {name['name']}")
-        if lockdown.created.get("group_id"):
-            click.echo(f"  remove: jit's group {lockdown.created['group_id']}")
-        for rule in lockdown.removed:
-            click.echo(f"  restore: {rule.scope} {rule.ref}: {rule.summary}")
+        _echo(render.disable_plan_lines(target, active, lockdown))
         if dry_run:
             return
         if not yes:
@@ -296,27 +233,7 @@ def status(obj: Context, targets: tuple[str, ...], as_json: bool) -> None:
         service = obj.service()
         found = Lockdowns(service).status(targets)
     for t in found:
-        if as_json:
-            click.echo(json.dumps({
-                "target": t.target, "cloud": t.cloud, "enabled": t.enabled,
-                "changed_at": t.changed_at.isoformat() if t.changed_at else None,
-                "changed_by": t.changed_by, "jit_rules": list(t.jit_rules),
-                "snapshot": list(t.snapshot), "active_grants": t.active_grants,
-                "checked_at": t.checked_at.isoformat() if t.checked_at else None,
-                "problems": list(t.problems)}))
-            continue
-        state = "enabled" if t.enabled else "not enabled"
-        since = f" since {t.changed_at:%Y-%m-%d %H:%M}Z by {t.changed_by}" if t.enabled \
-            and t.changed_at else ""
-        click.echo(f"{t.target} ({t.cloud}): {state}{since}, {t.active_grants} active grant(s)")
-        if t.enabled:
-            click.echo(f"  jit rules: {', '.join(t.jit_rules) or 'none'}")
-            click.echo(f"  snapshot: {len(t.snapshot)} rule(s) to restore on disable")
-            for line in t.snapshot:
-                click.echo(f"    {line}")
-            checked = f"{t.checked_at:%Y-%m-%d %H:%M:%S}Z" if t.checked_at else "not yet"
-            click.echo(f"  posture: checked {checked}; "
-                       + ("; ".join(t.problems) if t.problems else "no problems"))
+        _echo([json.dumps(render.status_json(t))] if as_json else render.status_lines(t))
     if service.outbox is not None:
         _print_delivery(service.store, as_json)
 
@@ -328,25 +245,8 @@ def _print_delivery(store: Store, as_json: bool) -> None:
     with _errors(), store.read() as session:
         owed = outbox.backlog(session)
     now = datetime.now(UTC)
-    failures = [{"id": row.id, "grant_id": row.grant_id, "post": row.post,
-                 "channel": row.channel, "error": row.last_error,
-                 "at": row.done_at.isoformat() if row.done_at else None}
-                for row in owed.recent_failures]
-    if as_json:
-        click.echo(json.dumps({"slack_delivery": {
-            "pending": owed.pending, "oldest_pending_seconds": round(owed.oldest_age(now), 1),
-            "failed": owed.failed, "recent_failures": failures}}))
-        return
-    oldest = (f", the oldest for {format_duration(timedelta(seconds=owed.oldest_age(now)))}"
-              if owed.pending else "")
-    click.echo(f"Slack delivery: {owed.pending} pending{oldest}; {owed.failed} failed")
-    for failure in failures:
-        about = f"#{failure['grant_id']}" if failure["grant_id"] is not None else "alert"
-        click.echo(f"  {about} {failure['post']} to {failure['channel']}: {failure['error']} "
-                   f"({failure['at']})")
-    if owed.failed:
-        click.echo("  fix the cause (invite the bot, restore the channel), then "
-                   "`jit outbox retry` sends them again")
+    _echo([json.dumps(render.delivery_json(owed, now))] if as_json
+          else render.delivery_lines(owed, now))
 
 
 @cli.group("outbox")
@@ -381,7 +281,8 @@ def outbox_retry(obj: Context) -> None:
 def scan(obj: Context, aws_regions: tuple[str, ...], azure_subscriptions: tuple[str, ...],
          azure_endpoint: str | None, as_json: bool, suggest: bool) -> None:
     """Find VMs whose management ports are reachable from anywhere, as Defender does."""
-    from jitcore.scan import render_table, run_scan, suggest_policy, summary, to_json
+    from jitcore.scan import run_scan
+    from jitcore.scan_report import render_table, suggest_policy, to_json
 
     if not aws_regions and not azure_subscriptions:
         raise click.UsageError("name at least one --aws-region or --azure-subscription")
@@ -394,14 +295,11 @@ def scan(obj: Context, aws_regions: tuple[str, ...], azure_subscriptions: tuple[
     elif suggest:
         click.echo(suggest_policy(machines))
     else:
-        click.echo(render_table(machines))
-        click.echo(summary(machines))
+        click.echo(render_table(machines))  # it ends with the summary line
 
 
 def _enabled_targets(obj: Context) -> list[Any]:
     """The targets jit is enabled on; none when there is no policy file or database yet."""
-    import os
-
     from jitcore.lockdown import Lockdowns
 
     if not os.path.exists(obj.paths.config):

@@ -12,17 +12,15 @@ Machines are sorted the way Defender for Cloud's just-in-time recommendation sor
 
 The readers in `jitcore.providers.aws_scan` and `jitcore.providers.azure_scan` turn what the
 clouds return into the plain facts below (`AwsInstance`, `AzureVm`); the rules that classify
-them, the table, the JSON and the policy suggestion are pure and live here, so that both
-clouds are judged alike and the rules can be tested without a cloud.
+them are pure and live here, so that both clouds are judged alike and the rules can be tested
+without a cloud. The table, the JSON and the policy suggestion are in `jitcore.scan_report`.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
-import json
 import re
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +39,6 @@ AZURE_ANYWHERE = frozenset({"*", "internet", "any", "0.0.0.0/0", "::/0"})
 _AZURE_EVERY_DESTINATION = frozenset({"*", "any", "virtualnetwork"})
 _ARM_ID = re.compile(r"/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/[^/]+/[^/]+/([^/]+)",
                      re.IGNORECASE)
-_TARGET_NAME = re.compile(r"[^a-z0-9._-]+")
 
 
 class Status(enum.StrEnum):
@@ -174,6 +171,17 @@ class AzureVm:
     resource_group: str
     nics: tuple[AzureNic, ...]
 
+    @property
+    def nsg_ids(self) -> tuple[str, ...]:
+        """The NSGs in front of it, each network interface's before its subnet's."""
+        return tuple(dict.fromkeys(nsg.id for nic in self.nics
+                                   for nsg in (nic.nsg, nic.subnet_nsg) if nsg is not None))
+
+    @property
+    def private_ip(self) -> str | None:
+        """The primary address of the primary network interface."""
+        return self.nics[0].private_ips[0] if self.nics and self.nics[0].private_ips else None
+
 
 # ---- classification ------------------------------------------------------------------------
 
@@ -238,14 +246,10 @@ def _aws_target(instance: AwsInstance, enabled: Sequence[Target]) -> Target | No
 
 
 def _classify_azure(vm: AzureVm, enabled: Sequence[Target]) -> Machine:
-    firewalls = tuple(dict.fromkeys(nsg.id for nic in vm.nics
-                                    for nsg in (nic.nsg, nic.subnet_nsg) if nsg is not None))
-    private_ip = vm.nics[0].private_ips[0] if vm.nics and vm.nics[0].private_ips else None
-
     def machine(status: Status, exposures: tuple[Exposure, ...], reason: str,
                 target: str | None = None) -> Machine:
         return Machine("azure", vm.id, vm.name, f"{vm.subscription_id}/{vm.resource_group}",
-                       private_ip, firewalls, status, exposures, reason, target)
+                       vm.private_ip, vm.nsg_ids, status, exposures, reason, target)
 
     bare = [nic.name for nic in vm.nics if nic.nsg is None and nic.subnet_nsg is None]
     if bare or not vm.nics:
@@ -401,112 +405,7 @@ def run_scan(
     return sorted(machines, key=lambda m: (m.cloud, m.place.lower(), m.name.lower(), m.id))
 
 
-# ---- rendering ------------------------------------------------------------------------------
-
-_COLUMNS = ("STATUS", "CLOUD", "PLACE", "MACHINE", "PRIVATE IP", "DETAIL")
-
-
-def render_table(machines: Sequence[Machine]) -> str:
-    """A fixed-width table, one line per exposure, and a summary line."""
-    if not machines:
-        return "no machines found"
-    rows: list[tuple[str, ...]] = []
-    for m in machines:
-        details = [str(e) for e in m.exposures]
-        if m.status is not Status.NOT_CONFIGURED or not m.exposures:
-            details.insert(0, m.reason)
-        rows.append((str(m.status), m.cloud, m.place, m.name, m.private_ip or "-", details[0]))
-        rows += [("", "", "", "", "", detail) for detail in details[1:]]
-    widths = [max(len(row[i]) for row in [_COLUMNS, *rows]) for i in range(len(_COLUMNS) - 1)]
-    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)),
-                        row[-1]]).rstrip()
-             for row in [_COLUMNS, *rows]]
-    return "\n".join([*lines, "", summary(machines)])
-
-
-def summary(machines: Sequence[Machine]) -> str:
-    """E.g. "4 machines: 1 configured, 2 not configured (1 exposed), 1 unsupported", where
-    exposed counts the not-configured machines with an open management port."""
-    counts = Counter(m.status for m in machines)
-    exposed = sum(1 for m in machines if m.status is Status.NOT_CONFIGURED and m.exposed)
-    noun = "machine" if len(machines) == 1 else "machines"
-    return (f"{len(machines)} {noun}: {counts[Status.CONFIGURED]} configured, "
-            f"{counts[Status.NOT_CONFIGURED]} not configured ({exposed} exposed), "
-            f"{counts[Status.UNSUPPORTED]} unsupported")
-
-
-def to_json(machines: Sequence[Machine]) -> list[dict[str, Any]]:
-    """The machines as JSON-ready dicts (the CLI's --json)."""
-    return [{
-        "cloud": m.cloud, "id": m.id, "name": m.name, "place": m.place,
-        "private_ip": m.private_ip, "firewalls": list(m.firewalls), "status": str(m.status),
-        "exposed": m.exposed, "reason": m.reason, "target": m.target,
-        "exposures": [{"port": e.port, "service": e.service, "protocol": e.protocol,
-                       "source": e.source, "firewall": e.firewall, "rule": e.rule}
-                      for e in m.exposures],
-    } for m in machines]
-
-
-# ---- the policy suggestion ------------------------------------------------------------------
-
-
-def suggest_policy(machines: Sequence[Machine]) -> str:
-    """A YAML `targets:` section with one target per exposed machine jit does not guard yet.
-
-    AWS targets name the instance (jit then keeps a group of its own for it); Azure targets
-    name the NSG in front of the machine (the network interface's if it has one) and its
-    private address. Ports are the exposed managed ports. Merged into a policy that has
-    defaults (approvers), it passes `jitcore.policy_file.parse_policy`.
-    """
-    wanted = [m for m in machines if m.status is Status.NOT_CONFIGURED and m.exposed]
-    # An Azure target needs the VM's address; a NIC without one is left to the operator.
-    addressless = [m for m in wanted if m.cloud == "azure" and not m.private_ip]
-    wanted = [m for m in wanted if m not in addressless]
-    notes = [f"# {m.name} ({m.id}) has no private address: add its target by hand."
-             for m in addressless]
-    if not wanted:
-        return "\n".join(["# No machine outside jit exposes a management port that a target "
-                          "could be suggested for.", *notes]) + "\n"
-    lines = ["# Suggested jit targets for machines that expose a management port.",
-             "# Add them under `targets:` in the policy, review names, approvers and",
-             "# durations, then enable them so that jit closes the standing rules.",
-             *notes, "targets:"]
-    taken: set[str] = set()
-    for machine in wanted:
-        lines += [f"  {_target_name(machine, taken)}:",
-                  *(f"    # {exposure}" for exposure in machine.exposures),
-                  *_location_lines(machine),
-                  "    ports:",
-                  *(f"      {MANAGED_PORTS[port]}: {port}"
-                    for port in sorted({e.port for e in machine.exposures}))]
-    return "\n".join(lines) + "\n"
-
-
-def _location_lines(machine: Machine) -> list[str]:
-    if machine.cloud == "aws":
-        return ["    aws:", f"      region: {_quoted(machine.place)}",
-                f"      instance_id: {_quoted(machine.id)}"]
-    subscription, resource_group, nsg = parse_arm_id(machine.firewalls[0])
-    lines = [f"    # also in front of it: {', '.join(machine.firewalls[1:])}"] \
-        if len(machine.firewalls) > 1 else []
-    return [*lines, "    azure:", f"      subscription_id: {_quoted(subscription)}",
-            f"      resource_group: {_quoted(resource_group)}",
-            f"      network_security_group: {_quoted(nsg)}",
-            f"      destination: {_quoted(machine.private_ip or '')}"]
-
-
-def _target_name(machine: Machine, taken: set[str]) -> str:
-    """The machine's name as a valid, unused target name (lowercase, at most 63 characters)."""
-    base = _TARGET_NAME.sub("-", machine.name.lower()).strip("-._")[:60] or machine.cloud
-    name, number = base, 2
-    while name in taken:
-        name, number = f"{base}-{number}", number + 1
-    taken.add(name)
-    return name
-
-
-def _quoted(text: str) -> str:
-    return json.dumps(text)  # a JSON string is a valid YAML double-quoted scalar
+# ---- ARM resource ids -----------------------------------------------------------------------
 
 
 def parse_arm_id(resource_id: str) -> tuple[str, str, str]:

@@ -102,7 +102,7 @@ def test_operator_lists_and_revokes(db_url: str, aws_env: str, aws_group: Any,
 
     listed = run([str(JIT)], "grants", "--active", "--json", **env)
     assert listed.returncode == 0, listed.stderr
-    [grant] = [json.loads(line) for line in listed.stdout.splitlines()]
+    [grant] = json.loads(listed.stdout)
     assert (grant["id"], grant["status"], grant["rule"]) == (gid, "ACTIVE", rule)
 
     revoked = run([str(JIT)], "revoke", str(gid), "--reason", "shift over", **env)

@@ -398,7 +398,7 @@ def test_grants_in_every_state(install: Installation) -> None:
 
     as_json = install.jit("grants", "--json")
     assert as_json.exit_code == 0, as_json.output
-    lines = [json.loads(line) for line in as_json.stdout.splitlines()]
+    lines = json.loads(as_json.stdout)
     assert [g["id"] for g in lines] == list(table)
     for grant in lines:
         assert set(grant) == GRANT_KEYS
@@ -418,7 +418,7 @@ def test_grants_in_every_state(install: Installation) -> None:
     assert by_id[denied]["reason"] == "" and by_id[active]["reason"] == "fix replication"
 
     active_json = install.jit("grants", "--active", "--json")
-    assert [json.loads(line)["id"] for line in active_json.stdout.splitlines()] == [active]
+    assert [grant["id"] for grant in json.loads(active_json.stdout)] == [active]
     limited = install.jit("grants", "--limit", "2")
     assert list(_table(limited.stdout)) == list(table)[:2]
 
@@ -426,8 +426,10 @@ def test_grants_in_every_state(install: Installation) -> None:
 def test_grants_when_there_are_none(install: Installation) -> None:
     assert install.jit("grants").stdout == "no grants\n"
     assert install.jit("grants", "--active").stdout == "no active grants\n"
-    empty = install.jit("grants", "--json")
-    assert (empty.exit_code, empty.stdout) == (0, "")
+    for listing in (("grants", "--json"), ("grants", "--active", "--json")):
+        empty = install.jit(*listing)
+        assert (empty.exit_code, empty.stdout) == (0, "[]\n")  # a JSON list, even when empty
+        assert json.loads(empty.stdout) == []
 
 
 def test_grants_negative_limit_is_a_usage_error(db_url: str, tmp_path: Path) -> None:

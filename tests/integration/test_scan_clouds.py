@@ -14,7 +14,8 @@ from jitcore.policy import AwsLocation, AzureLocation, Target
 from jitcore.policy_file import parse_policy
 from jitcore.providers.aws_scan import scan_aws
 from jitcore.providers.azure_scan import scan_azure
-from jitcore.scan import Exposure, Machine, Status, run_scan, suggest_policy
+from jitcore.scan import Exposure, Machine, Status, run_scan
+from jitcore.scan_report import suggest_policy
 from tests.fakes.arm import NIC_READ, NSG_READ, VNET_READ, ArmEmulator, rule_properties
 from tests.fakes.aws_throttle import ThrottlingProxy
 from tests.support.azure import SUBSCRIPTION, StaticTokenCredential
@@ -310,3 +311,6 @@ def test_cli_scan_counts_a_target_enabled_with_jit_enable(aws_estate: AwsEstate,
     assert after["web"]["status"] == "configured" and after["web"]["target"] == "web"
     assert after["web"]["exposures"] == []  # enable took the open rule away
     assert "configured" in table.output
+    # The table ends with its summary line, printed once.
+    assert [line for line in table.output.splitlines() if "not configured (" in line] == [
+        table.output.splitlines()[-1]]

@@ -26,12 +26,9 @@ from jitcore.scan import (
     aws_exposures,
     classify,
     parse_arm_id,
-    render_table,
     run_scan,
-    suggest_policy,
-    summary,
-    to_json,
 )
+from jitcore.scan_report import render_table, suggest_policy, summary, to_json
 
 REGION = "us-east-1"
 SUB = "00000000-0000-0000-0000-0000000000aa"
@@ -455,7 +452,7 @@ def test_nothing_asked_nothing_scanned() -> None:
 
 
 def test_importing_the_scan_loads_no_cloud_sdk() -> None:
-    code = ("import sys, jitcore.scan; "
+    code = ("import sys, jitcore.scan, jitcore.scan_report; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore') "
             "or m.startswith('azure')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
