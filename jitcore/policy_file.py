@@ -226,18 +226,7 @@ def _yaml_problem(source: str, exc: yaml.YAMLError, text: str) -> str:
 def load_policy(path: str | os.PathLike[str]) -> Policy:
     """Read and check the policy file. Raises PolicyError, naming every problem found."""
     source = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except FileNotFoundError:
-        raise PolicyError(f"{source}: file not found (set JIT_CONFIG or pass --config)") from None
-    except IsADirectoryError:
-        raise PolicyError(f"{source}: is a directory, not a policy file") from None
-    except UnicodeDecodeError as exc:
-        raise PolicyError(f"{source}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise PolicyError(f"{source}: cannot read: {exc.strerror or exc}") from None
-
+    text = _read(source)
     places: dict[Loc, _Place] = {}
     duplicates: list[tuple[Loc, str]] = []
     data: object = None
@@ -259,6 +248,20 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     finally:
         loader.dispose()
     return _parse(data, source, places, duplicates)
+
+
+def _read(source: str) -> str:
+    try:
+        with open(source, encoding="utf-8") as file:
+            return file.read()
+    except FileNotFoundError:
+        raise PolicyError(f"{source}: file not found (set JIT_CONFIG or pass --config)") from None
+    except IsADirectoryError:
+        raise PolicyError(f"{source}: is a directory, not a policy file") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise PolicyError(f"{source}: cannot read: {exc.strerror or exc}") from None
 
 
 def parse_policy(data: object, source: str = "<policy>") -> Policy:

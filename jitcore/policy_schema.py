@@ -367,35 +367,50 @@ class PolicySpec(Spec):
     @model_validator(mode="after")
     def _resolved(self) -> Self:
         """Checks that need a target and the defaults together."""
-        defaults = self.defaults
         problems: list[tuple[Loc, str]] = []
         for name, target in self.targets.items():
             here: Loc = ("targets", name)
-            if target.requesters == []:
-                problems.append(((*here, "requesters"),
-                                 'is empty: nobody could ask for access; use "*" for anyone'))
-            elif target.requesters is None and not defaults.requesters:
-                problems.append((here, "has no requesters: set requesters here or in defaults"))
-            if target.auto_approve is None:
-                if target.approvers == []:
-                    problems.append(((*here, "approvers"), "is empty: nobody could approve "
-                                     "requests; name approvers or add auto_approve"))
-                elif target.approvers is None and not defaults.approvers:
-                    problems.append((here, "has no approvers: set approvers here or in "
-                                     "defaults, or add auto_approve"))
-            auto_limit = target.auto_approve.max_duration if target.auto_approve else None
-            if auto_limit is not None:
-                if target.max_duration is not None:
-                    limit, named = target.max_duration, "the target's max_duration"
-                else:
-                    limit, named = defaults.max_duration, "defaults.max_duration"
-                if auto_limit > limit:
-                    problems.append(((*here, "auto_approve", "max_duration"),
-                                     f"{format_duration(auto_limit)} is longer than {named} "
-                                     f"({format_duration(limit)})"))
+            problems += _people_problems(here, target, self.defaults)
+            problems += _auto_limit_problems(here, target, self.defaults)
         if problems:
             raise Problems(problems)
         return self
+
+
+def _people_problems(here: Loc, target: TargetSpec,
+                     defaults: DefaultsSpec) -> list[tuple[Loc, str]]:
+    """Someone must be able to ask for access, and someone (or auto_approve) to grant it."""
+    problems: list[tuple[Loc, str]] = []
+    if target.requesters == []:
+        problems.append(((*here, "requesters"),
+                         'is empty: nobody could ask for access; use "*" for anyone'))
+    elif target.requesters is None and not defaults.requesters:
+        problems.append((here, "has no requesters: set requesters here or in defaults"))
+    if target.auto_approve is None:
+        if target.approvers == []:
+            problems.append(((*here, "approvers"), "is empty: nobody could approve "
+                             "requests; name approvers or add auto_approve"))
+        elif target.approvers is None and not defaults.approvers:
+            problems.append((here, "has no approvers: set approvers here or in "
+                             "defaults, or add auto_approve"))
+    return problems
+
+
+def _auto_limit_problems(here: Loc, target: TargetSpec,
+                         defaults: DefaultsSpec) -> list[tuple[Loc, str]]:
+    """auto_approve's max_duration may not exceed the target's (or the default) limit."""
+    auto_limit = target.auto_approve.max_duration if target.auto_approve else None
+    if auto_limit is None:
+        return []
+    if target.max_duration is not None:
+        limit, named = target.max_duration, "the target's max_duration"
+    else:
+        limit, named = defaults.max_duration, "defaults.max_duration"
+    if auto_limit <= limit:
+        return []
+    return [((*here, "auto_approve", "max_duration"),
+             f"{format_duration(auto_limit)} is longer than {named} "
+             f"({format_duration(limit)})")]
 
 
 # --- from the checked file to policy.py's dataclasses ----------------------------------
