@@ -270,15 +270,19 @@ def azure_exposures(nic: AzureNic) -> list[Exposure]:
     present allows it, so each of them names its allowing rule.
     """
     nsgs = [nsg for nsg in (nic.nsg, nic.subnet_nsg) if nsg is not None]
-    exposures = []
-    for port in MANAGED_PORTS:
-        for address in nic.private_ips or ("",):
-            verdicts = [(nsg, first_match(nsg, port, address)) for nsg in nsgs]
-            if nsgs and all(match is not None and match[0].access.lower() == "allow"
-                            for _, match in verdicts):
-                exposures += [Exposure(port, TCP, match[1], nsg.name, match[0].name)
-                              for nsg, match in verdicts if match is not None]
-    return exposures
+    return [exposure for port in MANAGED_PORTS for address in nic.private_ips or ("",)
+            for exposure in _allowing_rules(nsgs, port, address)]
+
+
+def _allowing_rules(nsgs: Sequence[Nsg], port: int, address: str) -> list[Exposure]:
+    """If every one of these NSGs lets internet traffic to `address`:`port` in, the rule of
+    each that does; otherwise none."""
+    verdicts = [(nsg, first_match(nsg, port, address)) for nsg in nsgs]
+    if not nsgs or not all(match is not None and match[0].access.lower() == "allow"
+                           for _, match in verdicts):
+        return []
+    return [Exposure(port, TCP, match[1], nsg.name, match[0].name)
+            for nsg, match in verdicts if match is not None]
 
 
 def first_match(nsg: Nsg, port: int, address: str) -> tuple[NsgRule, str] | None:
