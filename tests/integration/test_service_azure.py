@@ -268,7 +268,7 @@ def test_cli_shows_azure_targets_and_grants(store: Store, db_url: str, clock: Ma
 
     listed = CliRunner().invoke(cli, ["grants", "--json"], env=env)
     assert listed.exit_code == 0, listed.output
-    [grant] = [json.loads(line) for line in listed.output.splitlines() if line.strip()]
+    [grant] = json.loads(listed.output)
     assert (grant["id"], grant["cloud"], grant["status"], grant["rule"]) == (
         gid, "azure", "ACTIVE", f"jit-{gid}")
 
