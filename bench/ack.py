@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.ack [--json] [--database-url URL]
     .venv/bin/python -m bench.ack --both --database-url postgresql+psycopg://...   (both DBs)
     .venv/bin/python bench/ack.py ...          (the same)
-    options: --requests N --clients N; --profile DIR [--cprofile]; --what-if FIX[,FIX]
+    options: --requests N --clients N; --profile DIR; --what-if FIX[,FIX]
 
 Set-up (not measured): moto runs in its own process (`python -m moto.server`) and holds one
 real security group; the Slack Web API fake (tests.fakes.slack_api.SlackApiFake) runs in its
@@ -35,42 +35,29 @@ under 100 ms (Slack shows an error after 3,000 ms). jit-bot must exit 0 on SIGTE
 closed loop, mean latency = clients / throughput (Little's law): once jit-bot's one process
 is CPU-bound, fewer CPU-milliseconds per request is the only way to a lower p50.
 
---profile DIR and --what-if run jit-bot through `instrumented_bot()` below instead of
-`python -m bot.main` (chosen by environment variables that only this harness sets; nothing in
-bot/ or jitcore/ changes). --profile writes DIR/bot-profile-<database>.txt when jit-bot stops:
-the time each step between arrival and ack took (the bolt handler, the listener,
-JitService.request, write-lock waits, the audit append) and a stack sample of every thread every
-10 ms; --cprofile adds per-thread cProfile on CPU time (DIR/bot-profile-<database>.pstats;
-it slows jit-bot about 4-fold, so read it for proportions only). --what-if patches a
-diagnostic into that process (listed in --help): another GIL switch interval, or no Slack sender.
-Takes about 25 s on SQLite and 40 s on PostgreSQL (a 2-vCPU machine); --cprofile much longer.
+--profile DIR and --what-if run jit-bot through bench.ack_profile (see there) instead of
+`python -m bot.main`; nothing in bot/ or jitcore/ changes. --profile writes
+DIR/bot-profile-<database>.txt when jit-bot stops: step timings from arrival to ack, CPU
+seconds per kind of thread, and pyinstrument's profile of every thread (also as
+DIR/bot-profile-<database>.pyisession). --what-if patches a diagnostic into that process
+(listed in --help). The load is built in bench.ack_load. Takes about 25 s on SQLite and 40 s
+on PostgreSQL (a 2-vCPU machine).
 """
 
 from __future__ import annotations
 
-import cProfile
-import hashlib
-import hmac
-import http.client
-import io
 import json
 import os
-import pstats
-import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.parse
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import yaml
 
@@ -80,6 +67,8 @@ if __package__ in (None, ""):  # run as a file: make `bench`, `bot` and `jitcore
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from bench.ack_load import SECRET, TARGET, Outcome, burst, send, source_address, user_id
+from bench.ack_profile import PROFILE_ENV, WHAT_IF_ENV, WHAT_IFS
 from bench.common import (
     APPROVER,
     AWS_REGION,
@@ -105,24 +94,10 @@ from jitcore.store.models import AuditEvent, Grant
 REQUESTS = 2_000
 CLIENTS = 20
 WARMUP = 50
-USERS = 100
-TARGET = "prod-db"
 P99_TARGET = 0.100  # s
 SLACK_LIMIT = 3.0  # s: Slack shows the user an error if the ack takes longer
-SECRET = "bench-signing-secret"
 BOT_TOKEN = "xoxb-bench"
 APPROVALS, AUDIT = "C0BENCHAPR", "C0BENCHAUD"
-EVENTS_PATH = "/slack/events"
-PROFILE_ENV = "JIT_BENCH_PROFILE"  # these three: read by instrumented_bot() only
-CPROFILE_ENV = "JIT_BENCH_CPROFILE"
-WHAT_IF_ENV = "JIT_BENCH_WHAT_IF"
-WHAT_IFS = {
-    "switch=S": "sys.setswitchinterval(S) instead of 0.005",
-    "no-notifier": "diagnostic, not a fix: the Slack sender never starts (posts stay owed), "
-                   "to show what its CPU costs the acks (no approval cards are posted)",
-}
-_ACK = re.compile(r"^Request #(\d+) is waiting for an approver$")
-_FIRST_FALLBACK_SOURCE = int(IPv4Address("11.1.0.1"))
 _SLACK_FAKE_CHILD = """\
 import json, sys
 from tests.fakes.slack_api import SlackApiFake
@@ -135,130 +110,6 @@ with SlackApiFake(bot_token=sys.argv[1]) as slack:
             counts[key] = counts.get(key, 0) + 1
         print(json.dumps(counts), flush=True)
 """
-
-
-# ---- the requests ------------------------------------------------------------------------
-
-
-def source_address(n: int) -> str:
-    """A distinct public address for every n: 198.51.100.x and 203.0.113.x first, then 11.1.x.x
-    (documentation ranges are not private to jit; 11/8 is public space)."""
-    if n < 254:
-        return f"198.51.100.{n + 1}"
-    if n < 508:
-        return f"203.0.113.{n - 253}"
-    return str(IPv4Address(_FIRST_FALLBACK_SOURCE + n - 508))
-
-
-def user_id(n: int) -> str:
-    return f"U0BENCH{n % USERS:03d}"
-
-
-def command_body(n: int, response_url: str) -> bytes:
-    user = user_id(n)
-    return urllib.parse.urlencode({
-        "token": "unused", "team_id": "T0JITTEST", "team_domain": "jit-test",
-        "channel_id": "C0GENERAL", "channel_name": "general", "user_id": user,
-        "user_name": user.lower(), "command": "/jit",
-        "text": f"{SERVICE} {TARGET} 20m from {source_address(n)} bench",
-        "api_app_id": "A0JITAPP", "is_enterprise_install": "false",
-        "response_url": f"{response_url}/cmd-{n}",
-        "trigger_id": f"{13345224609 + n}.738474920.8088930838d88f008e0",
-    }).encode()
-
-
-def signed_headers(body: bytes) -> dict[str, str]:
-    timestamp = str(int(time.time()))
-    digest = hmac.new(SECRET.encode(), f"v0:{timestamp}:".encode() + body,
-                      hashlib.sha256).hexdigest()
-    return {"Content-Type": "application/x-www-form-urlencoded", "Connection": "close",
-            "X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": f"v0={digest}",
-            "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)"}
-
-
-@dataclass(slots=True)
-class Outcome:
-    n: int
-    sent: float  # time.perf_counter() just before connecting
-    connected: float  # ... once connect() returned (the TCP handshake is done)
-    received: float  # ... once the whole response was read
-    status: int
-    grant_id: int | None
-    error: str | None
-
-    @property
-    def latency(self) -> float:
-        return self.received - self.sent
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def send(port: int, n: int, response_url: str) -> Outcome:
-    """One slash command on a connection of its own; the response is the ack."""
-    body = command_body(n, response_url)
-    headers = signed_headers(body)
-    status, grant_id, error = 0, None, None
-    sent = connected = time.perf_counter()
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            conn.connect()
-            connected = time.perf_counter()
-            conn.request("POST", EVENTS_PATH, body=body, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            conn.close()
-        received = time.perf_counter()
-        status = response.status
-        grant_id, error = read_ack(status, raw)
-    except (OSError, http.client.HTTPException) as exc:
-        received = time.perf_counter()
-        error = f"{type(exc).__name__}: {exc}"
-    return Outcome(n, sent, connected, received, status, grant_id, error)
-
-
-def read_ack(status: int, raw: bytes) -> tuple[int | None, str | None]:
-    """The request id in an ack, or what was wrong with it."""
-    text = raw.decode(errors="replace")
-    if status != 200:
-        return None, f"HTTP {status}: {text[:200]}"
-    try:
-        message = json.loads(text)
-    except ValueError:
-        return None, f"not JSON: {text[:200]}"
-    match = _ACK.match(str(message.get("text", ""))) if isinstance(message, dict) else None
-    if match is None:
-        return None, f"not a request ack: {text[:200]}"
-    return int(match.group(1)), None
-
-
-def burst(port: int, response_url: str, first: int, count: int,
-          clients: int) -> list[Outcome]:
-    """Requests first..first+count-1 from `clients` threads, each sending one at a time."""
-    numbers = iter(range(first, first + count))
-    lock = threading.Lock()
-    start = threading.Barrier(clients)
-    results: list[list[Outcome]] = [[] for _ in range(clients)]
-
-    def client(k: int) -> None:
-        start.wait()
-        while True:
-            with lock:
-                n = next(numbers, None)
-            if n is None:
-                return
-            results[k].append(send(port, n, response_url))
-
-    threads = [threading.Thread(target=client, args=(k,), name=f"client-{k}")
-               for k in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sorted((o for part in results for o in part), key=lambda o: o.n)
 
 
 # ---- the processes -----------------------------------------------------------------------
@@ -302,7 +153,7 @@ class Bot:
     """`python -m bot.main` in HTTP mode, output to a log file."""
 
     def __init__(self, env: Environment, config: Path, slack: SlackFake,
-                 profile: Path | None, cprofile: bool, what_if: list[str]) -> None:
+                 profile: Path | None, what_if: list[str]) -> None:
         self.port = free_port()
         self.log_path = env.tmp / "jit-bot.log"
         child_env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET,
@@ -313,15 +164,15 @@ class Bot:
         command = [sys.executable, "-m", "bot.main"]
         if profile is not None or what_if:  # the bootstrap below, never bot/ itself
             child_env[PROFILE_ENV] = str(profile or "")
-            child_env[CPROFILE_ENV] = "1" if cprofile else ""
             child_env[WHAT_IF_ENV] = ",".join(what_if)
-            command = [sys.executable, "-c", "import bench.ack; bench.ack.instrumented_bot()"]
+            command = [sys.executable, "-c",
+                       "import bench.ack_profile; bench.ack_profile.instrumented_bot()"]
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=child_env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
         self.returncode: int | None = None
         self.what_if = what_if
-        self.stop_timeout = 300.0 if cprofile else 30.0  # merging per-thread profiles is slow
+        self.stop_timeout = 120.0 if profile else 30.0  # rendering the profiles takes a while
         self._wait_listening()
 
     def _wait_listening(self, timeout: float = 30.0) -> None:
@@ -403,7 +254,6 @@ class Options:
     requests: int = REQUESTS
     clients: int = CLIENTS
     profile_dir: Path | None = None
-    cprofile: bool = False
     what_if: tuple[str, ...] = ()
 
 
@@ -429,7 +279,7 @@ def run(env: Environment, options: Options) -> Report:
     bot: Bot | None = None
     try:
         progress("starting jit-bot")
-        bot = Bot(env, config, slack, profile, options.cprofile, list(options.what_if))
+        bot = Bot(env, config, slack, profile, list(options.what_if))
         measure(report, env, bot, slack, options.requests, options.clients)
     finally:
         code = bot.stop() if bot is not None else None
@@ -463,9 +313,45 @@ def calibration_ms() -> float:
     return best * 1000.0
 
 
-def measure(report: Report, env: Environment, bot: Bot, slack: SlackFake, requests: int,
-            clients: int) -> None:
-    ms = 1000.0
+@dataclass(frozen=True)
+class Burst:
+    """What the senders saw, and what the processes spent meanwhile."""
+
+    outcomes: list[Outcome]
+    alone: list[float]  # warm-up latencies, one request at a time
+    calibrated: float  # ms: calibration_ms() just before the burst
+    cpu: tuple[float, ...]  # s: jit-bot, moto, the Slack fake, the senders
+    posted: int  # Slack posts made during the burst
+
+    @property
+    def latencies(self) -> list[float]:
+        return [o.latency for o in self.outcomes]
+
+    @property
+    def wall(self) -> float:
+        return max(o.received for o in self.outcomes) - min(o.sent for o in self.outcomes)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the database and the Slack fake hold afterwards."""
+
+    matching: int  # acks whose grant is PENDING with the request's user and source
+    pending: int
+    requested: int  # `requested` audit events
+    total: int  # requests sent, warm-up included
+    waited: float  # s: last ack -> every post made (or the timeout)
+    posts: int  # posts owed
+    counts: Counter[str]  # the Slack fake's calls
+
+
+def cpu_now(env: Environment, bot: Bot, slack: SlackFake) -> tuple[float, ...]:
+    return (bot.cpu_seconds(), env.moto.cpu_seconds(), slack.cpu_seconds(), time.process_time())
+
+
+def send_burst(env: Environment, bot: Bot, slack: SlackFake, requests: int,
+               clients: int) -> Burst:
+    """The warm-up one at a time, then `requests` from `clients` threads."""
     warm = [send(bot.port, n, slack.response_url) for n in range(WARMUP)]
     bad = [o for o in warm if not o.ok]
     if bad:
@@ -477,35 +363,56 @@ def measure(report: Report, env: Environment, bot: Bot, slack: SlackFake, reques
 
     calibrated = calibration_ms()
     posted0 = slack.counts()["chat.postMessage"]
-    cpu0 = (bot.cpu_seconds(), env.moto.cpu_seconds(), slack.cpu_seconds(), time.process_time())
+    cpu0 = cpu_now(env, bot, slack)
     outcomes = burst(bot.port, slack.response_url, WARMUP, requests, clients)
-    cpu1 = (bot.cpu_seconds(), env.moto.cpu_seconds(), slack.cpu_seconds(), time.process_time())
-    posted_in_burst = slack.counts()["chat.postMessage"] - posted0
-    wall = max(o.received for o in outcomes) - min(o.sent for o in outcomes)
+    cpu1 = cpu_now(env, bot, slack)
+    posted = slack.counts()["chat.postMessage"] - posted0
+    return Burst(outcomes, alone, calibrated, tuple(b - a for a, b in zip(cpu0, cpu1,
+                                                                           strict=True)), posted)
 
-    good = [o for o in outcomes if o.ok]
-    errors = Counter((o.error or "")[:120] for o in outcomes if not o.ok)
-    ids = [o.grant_id for o in good]
-    latencies = [o.latency for o in outcomes]
-    p99 = percentile(latencies, 99)
-    all_ok = len(good) == requests and len(set(ids)) == requests
-    rate = requests / wall
-    progress(f"{len(good)}/{requests} acked in {wall:.2f}s ({rate:.0f}/s), "
-             f"p99 {p99 * 1000:.1f} ms")
-    for error, count in errors.most_common(5):
-        progress(f"  {count} x {error}")
 
-    total = WARMUP + requests
-    grants, requested = stored_requests(env.database_url)  # every ack follows its commit
+def check_stored(env: Environment, bot: Bot, slack: SlackFake, sent: Burst) -> Stored:
+    """Every ack's grant as stored (every ack follows its commit), and Slack's posts."""
+    grants, requested = stored_requests(env.database_url)
     pending = sum(1 for status, _, _ in grants.values() if status == Status.PENDING.value)
-    matching = sum(1 for o in good if o.grant_id is not None and grants.get(o.grant_id) == (
-        Status.PENDING.value, user_id(o.n), f"{source_address(o.n)}/32"))
+    matching = sum(1 for o in sent.outcomes if o.ok and o.grant_id is not None
+                   and grants.get(o.grant_id) == (Status.PENDING.value, user_id(o.n),
+                                                  f"{source_address(o.n)}/32"))
     posts = 0 if "no-notifier" in bot.what_if else 2 * pending  # card + audit-thread parent
     waited, counts = wait_notified(slack, posts, timeout=60)
-    caught_up = counts["chat.postMessage"] >= posts
-    connects = [o.connected - o.sent for o in outcomes]
+    return Stored(matching, pending, requested, WARMUP + len(sent.outcomes), waited, posts,
+                  counts)
 
-    all_ok = all_ok and matching == requests
+
+def measure(report: Report, env: Environment, bot: Bot, slack: SlackFake, requests: int,
+            clients: int) -> None:
+    sent = send_burst(env, bot, slack, requests, clients)
+    good = [o for o in sent.outcomes if o.ok]
+    errors = Counter((o.error or "")[:120] for o in sent.outcomes if not o.ok)
+    unique = len(good) == requests and len({o.grant_id for o in good}) == requests
+    progress(f"{len(good)}/{requests} acked in {sent.wall:.2f}s ({requests / sent.wall:.0f}/s), "
+             f"p99 {percentile(sent.latencies, 99) * 1000:.1f} ms")
+    for error, count in errors.most_common(5):
+        progress(f"  {count} x {error}")
+    stored = check_stored(env, bot, slack, sent)
+    report_latency(report, sent, requests, unique and stored.matching == requests,
+                   stored.matching)
+    report_costs(report, sent, requests)
+    report.add("Slack caught up (last ack -> all posted)", stored.waited, "s")
+    report.context["pending_grants_in_db"] = f"{stored.pending} of {stored.total} sent"
+    report.context["requested_audit_events"] = f"{stored.requested} of {stored.total}"
+    report.context["slack_calls"] = dict(sorted(stored.counts.items()))
+    report.context["notifier_caught_up"] = stored.counts["chat.postMessage"] >= stored.posts
+    if errors:
+        report.context["errors"] = dict(errors.most_common(5))
+
+
+def report_latency(report: Report, sent: Burst, requests: int, all_ok: bool,
+                   matching: int) -> None:
+    ms = 1000.0
+    latencies = sent.latencies
+    p99 = percentile(latencies, 99)
+    connects = [o.connected - o.sent for o in sent.outcomes]
     report.add("acks: HTTP 200, unique request id, as stored", matching, f"of {requests}",
                target=f"all {requests}", met=all_ok)
     report.add("ack latency p50", percentile(latencies, 50) * ms, "ms")
@@ -519,300 +426,31 @@ def measure(report: Report, env: Environment, bot: Bot, slack: SlackFake, reques
     report.add("  of which TCP connect max", max(connects) * ms, "ms")
     report.add("  connects slower than 500 ms (SYN retried)",
                sum(1 for c in connects if c > 0.5), "requests")
+    rate = requests / sent.wall
     report.add("requests per second", rate, "req/s")
     report.add("mean in flight (rate x mean latency)", rate * sum(latencies) / requests,
                "requests")
-    report.add("warm-up, one at a time: ack latency p50", percentile(alone, 50) * ms, "ms")
-    report.add("warm-up, one at a time: ack latency max", max(alone) * ms, "ms")
-    report.add("burst wall time (first send -> last ack)", wall, "s")
-    report.add("CPU, jit-bot process (burst)", cpu1[0] - cpu0[0], "s")
-    report.add("CPU, jit-bot process per request", (cpu1[0] - cpu0[0]) / requests * ms, "ms")
-    report.add("CPU, moto process (burst)", cpu1[1] - cpu0[1], "s")
-    report.add("CPU, Slack fake process (burst)", cpu1[2] - cpu0[2], "s")
-    report.add("CPU, the senders (this process, burst)", cpu1[3] - cpu0[3], "s")
-    report.add("machine speed: fixed Python loop, before the burst", calibrated, "ms")
-    report.add("Slack posts made during the burst", posted_in_burst, "posts")
-    report.add("Slack caught up (last ack -> all posted)", waited, "s")
-    report.context["pending_grants_in_db"] = f"{pending} of {total} sent"
-    report.context["requested_audit_events"] = f"{requested} of {total}"
-    report.context["slack_calls"] = dict(sorted(counts.items()))
-    report.context["notifier_caught_up"] = caught_up
-    if errors:
-        report.context["errors"] = dict(errors.most_common(5))
+    report.add("warm-up, one at a time: ack latency p50", percentile(sent.alone, 50) * ms, "ms")
+    report.add("warm-up, one at a time: ack latency max", max(sent.alone) * ms, "ms")
 
 
-# ---- the instrumented jit-bot (a child process; only with --profile or --what-if) -----
-
-
-class _Timings:
-    """Wall times per label; thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.samples: dict[str, list[float]] = defaultdict(list)
-
-    def add(self, label: str, seconds: float) -> None:
-        with self._lock:
-            self.samples[label].append(seconds)
-
-    def wrap(self, owner: Any, name: str, label: str) -> None:
-        original: Callable[..., Any] = getattr(owner, name)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.add(label, time.perf_counter() - t0)
-
-        setattr(owner, name, timed)
-
-    def lines(self) -> Iterator[str]:
-        yield f"{'(milliseconds)':<58} {'n':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}"
-        for label, values in sorted(self.samples.items()):
-            figures = [percentile(values, q) * 1e3 for q in (50, 90, 99)]
-            yield (f"{label:<58} {len(values):>6} "
-                   + " ".join(f"{v:8.2f}" for v in [*figures, max(values) * 1e3]))
-
-
-def _role(name: str) -> str:
-    """Threads grouped by what they do (bolt's listener pool is the first executor)."""
-    if "process_request_thread" in name:
-        return "HTTP request threads"
-    if name.startswith("ThreadPoolExecutor-0_"):
-        return "bolt listener executor (ThreadPoolExecutor-0, 5 workers)"
-    if name.startswith("ThreadPoolExecutor-"):
-        return f"{name.split('_')[0]} (apscheduler / engine)"
-    return re.sub(r"\d+", "N", name)
-
-
-class _Sampler(threading.Thread):
-    """Every `interval`, every other thread's Python stack, counted per thread role."""
-
-    def __init__(self, interval: float) -> None:
-        super().__init__(name="bench-sampler", daemon=True)
-        self.interval = interval
-        self.stop = threading.Event()
-        self.stacks: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)
-        self.rounds = 0
-
-    def run(self) -> None:
-        me = threading.get_ident()
-        while not self.stop.wait(self.interval):
-            names = {t.ident: t.name for t in threading.enumerate()}
-            self.rounds += 1
-            for ident, frame in sys._current_frames().items():
-                if ident == me:
-                    continue
-                stack: list[str] = []
-                current: Any = frame
-                while current is not None:
-                    code = current.f_code
-                    where = code.co_filename.replace(str(REPO_ROOT) + "/", "")
-                    where = re.sub(r".*/site-packages/|.*/lib/python3\.\d+/", "", where)
-                    stack.append(f"{where}:{code.co_name}:{current.f_lineno}")
-                    current = current.f_back
-                self.stacks[_role(names.get(ident, "?"))][tuple(reversed(stack))] += 1
-
-    def lines(self, top: int = 15) -> Iterator[str]:
-        yield f"{self.rounds} sampling rounds, one every {self.interval * 1e3:.0f} ms"
-        for role, stacks in sorted(self.stacks.items(), key=lambda kv: -kv[1].total()):
-            total = stacks.total()
-            yield ""
-            yield f"== {role}: {total} thread-samples"
-            leaves: Counter[str] = Counter()
-            ours: Counter[str] = Counter()
-            for stack, count in stacks.items():
-                leaves[stack[-1]] += count
-                mine = [f.rsplit(":", 1)[0] for f in stack if f.startswith(("bot/", "jitcore/"))]
-                ours[" > ".join(mine[-3:]) or "(no bot/jitcore frame)"] += count
-            yield "-- innermost frame"
-            for leaf, count in leaves.most_common(top):
-                yield f"{count / total:6.1%}  {leaf}"
-            yield "-- innermost bot/jitcore frames (up to 3)"
-            for where, count in ours.most_common(top):
-                yield f"{count / total:6.1%}  {where}"
-            yield "-- whole stacks (innermost 16 frames)"
-            for stack, count in stacks.most_common(5):
-                yield f"{count / total:6.1%}"
-                yield from (f"          {f}" for f in stack[-16:])
-
-
-def _instrument(timings: _Timings) -> None:
-    """Wrap (in this process only) the steps between a request's arrival and its ack."""
-    from collections.abc import Generator
-    from contextlib import contextmanager
-
-    import slack_bolt.adapter.wsgi as wsgi
-    import slack_bolt.context.ack.ack as ack
-    import slack_bolt.listener.thread_runner as runner
-    from sqlalchemy.engine import Connection
-
-    import jitcore.store.db as db
-    from jitcore import audit
-    from jitcore.service import JitService
-
-    timings.wrap(wsgi.SlackRequestHandler, "__call__", "1 bolt WSGI handler, whole request")
-    timings.wrap(JitService, "request", "4 JitService.request (checks + one transaction)")
-    flush_links = audit.ChainWriter.flush
-
-    def timed_flush(self: Any, *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return flush_links(self, *args, **kwargs)
-        finally:
-            role = _role(threading.current_thread().name).split(" (")[0]
-            timings.add(f"9 audit append, {role}: (PG: lock wait +) head, INSERT(s)",
-                        time.perf_counter() - t0)
-
-    audit.ChainWriter.flush = timed_flush  # type: ignore[method-assign]
-
-    run_listener = runner.ThreadListenerRunner.run
-    call_ack = ack.Ack.__call__
-    begin = Connection.begin
-    transaction = db.Store.transaction
-    local = threading.local()
-
-    def timed_run(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        request.context["bench_t0"] = t0
-        request.context.ack.bench_t0 = t0
-        try:
-            return run_listener(self, request, *args, **kwargs)
-        finally:
-            timings.add("2 bolt runner: start -> response handed back",
-                        time.perf_counter() - t0)
-
-    def timed_ack(self: Any, *args: Any, **kwargs: Any) -> Any:
-        now = time.perf_counter()
-        if getattr(self, "bench_t0", None) is not None:
-            self.bench_acked = now
-            timings.add("5 bolt runner: start -> ack() called", now - self.bench_t0)
-        return call_ack(self, *args, **kwargs)
-
-    def timed_begin(self: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return begin(self)
-        finally:
-            waited = time.perf_counter() - t0
-            local.begin_wait = getattr(local, "begin_wait", 0.0) + waited
-
-    @contextmanager
-    def timed_transaction(self: Any) -> Generator[Any]:
-        role = _role(threading.current_thread().name).split(" (")[0]
-        local.begin_wait = 0.0
-        t0 = time.perf_counter()
-        with transaction(self) as session:
-            yield session
-        whole = time.perf_counter() - t0
-        timings.add(f"7 write txn, {role}: BEGIN (IMMEDIATE) wait", local.begin_wait)
-        timings.add(f"8 write txn, {role}: held (whole - BEGIN wait)", whole - local.begin_wait)
-
-    runner.ThreadListenerRunner.run = timed_run  # type: ignore[method-assign]
-    ack.Ack.__call__ = timed_ack  # type: ignore[method-assign]
-    Connection.begin = timed_begin  # type: ignore[method-assign]
-    db.Store.transaction = timed_transaction  # type: ignore[method-assign]
-
-
-class _ThreadProfiles:
-    """cProfile in every thread started from now on, timed by that thread's CPU clock
-    (time.thread_time), so the figures are CPU seconds, not time spent waiting for the GIL,
-    a lock or a socket."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.profiles: list[tuple[str, cProfile.Profile]] = []
-
-    def start(self) -> None:
-        def hook(frame: Any, event: str, arg: Any) -> None:
-            sys.setprofile(None)
-            profile = cProfile.Profile(time.thread_time)
-            with self._lock:
-                self.profiles.append((_role(threading.current_thread().name), profile))
-            profile.enable()
-
-        threading.setprofile(hook)
-
-    def lines(self, dump: Path, top: int = 40) -> Iterator[str]:
-        threading.setprofile(None)
-        by_role: Counter[str] = Counter()
-        stats: pstats.Stats | None = None
-        with self._lock:
-            profiles = list(self.profiles)
-        for role, profile in profiles:
-            profile.disable()
-            one = pstats.Stats(profile)
-            by_role[role] += one.total_tt  # type: ignore[attr-defined]
-            if stats is None:
-                stats = one
-            else:
-                stats.add(one)
-        yield "CPU seconds per thread role (cProfile, time.thread_time):"
-        for role, seconds in by_role.most_common():
-            yield f"  {seconds:8.2f} s  {role}"
-        if stats is None:
-            return
-        stats.dump_stats(dump)
-        yield f"(all threads merged into {dump}; open with python -m pstats)"
-        for order in ("tottime", "cumulative"):
-            text = io.StringIO()
-            stats.stream = text  # type: ignore[attr-defined]
-            stats.sort_stats(order).print_stats(top)
-            yield ""
-            yield f"-- top {top} functions by {order} (CPU, all threads)"
-            yield from (line for line in text.getvalue().splitlines()
-                        if line.strip() and not line.startswith(("   Ordered", "   List")))
-
-
-def _apply_what_if(fixes: list[str]) -> None:
-    """Candidate changes, patched into this (the benchmark's jit-bot) process only."""
-    for fix in fixes:
-        name, _, value = fix.partition("=")
-        if name == "switch":
-            sys.setswitchinterval(float(value))
-        elif name == "no-notifier":
-            import bot.delivery
-
-            bot.delivery.Delivery.start = lambda self: None  # type: ignore[method-assign]
-
-
-def instrumented_bot() -> None:
-    """jit-bot's own main(), run by `Bot` (never by bot/ itself) when a --what-if or --profile
-    is asked for. JIT_BENCH_WHAT_IF: candidate fixes to patch in first. JIT_BENCH_PROFILE:
-    where to write step timings and a stack sample (every 10 ms) when jit-bot stops;
-    with JIT_BENCH_CPROFILE=1, also per-thread cProfile on CPU time."""
-    import bot.main
-
-    _apply_what_if([f for f in os.environ.get(WHAT_IF_ENV, "").split(",") if f])
-    if not os.environ.get(PROFILE_ENV):
-        bot.main.main()
-        return
-    out = Path(os.environ[PROFILE_ENV])
-    timings = _Timings()
-    _instrument(timings)
-    sampler = _Sampler(interval=0.010)
-    sampler.start()
-    profiles = _ThreadProfiles() if os.environ.get(CPROFILE_ENV) else None
-    if profiles is not None:
-        profiles.start()  # after the sampler, so that its own work is not profiled
-    t0 = time.perf_counter()
-    try:
-        bot.main.main()
-    finally:
-        ran = time.perf_counter() - t0
-        cpu = list(profiles.lines(out.with_suffix(".pstats"))) if profiles else []
-        sampler.stop.set()
-        sampler.join()
-        lines = [f"jit-bot ran {ran:.1f}s", "", *timings.lines(), "", *cpu, "",
-                 *sampler.lines()]
-        out.write_text("\n".join(lines) + "\n")
+def report_costs(report: Report, sent: Burst, requests: int) -> None:
+    bot, moto, slack, senders = sent.cpu
+    report.add("burst wall time (first send -> last ack)", sent.wall, "s")
+    report.add("CPU, jit-bot process (burst)", bot, "s")
+    report.add("CPU, jit-bot process per request", bot / requests * 1000.0, "ms")
+    report.add("CPU, moto process (burst)", moto, "s")
+    report.add("CPU, Slack fake process (burst)", slack, "s")
+    report.add("CPU, the senders (this process, burst)", senders, "s")
+    report.add("machine speed: fixed Python loop, before the burst", sent.calibrated, "ms")
+    report.add("Slack posts made during the burst", sent.posted, "posts")
 
 
 # ---- command line ------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_options(argv: list[str] | None) -> tuple[Options, list[str | None], bool]:
+    """The options, the database URLs to run on in turn, and --json."""
     parser = argument_parser(__doc__)
     parser.add_argument("--both", action="store_true",
                         help="run on a new SQLite file, then on the PostgreSQL server given "
@@ -822,10 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=CLIENTS, metavar="N",
                         help=f"concurrent sender threads (default {CLIENTS})")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="profile jit-bot (step timings and stack samples) into DIR")
-    parser.add_argument("--cprofile", action="store_true",
-                        help="with --profile: also cProfile every thread on CPU time (slows "
-                             "jit-bot several-fold; for where the CPU goes, not for latency)")
+                        help="profile jit-bot (step timings, pyinstrument) into DIR")
     parser.add_argument("--what-if", metavar="FIX[,FIX]", default="",
                         help="measure candidate fixes, patched into the benchmark's jit-bot "
                              "process only: " + "; ".join(f"{k}: {v}" for k, v in WHAT_IFS.items()))
@@ -836,8 +471,6 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown --what-if {', '.join(unknown)}; choose from "
                      f"{', '.join(WHAT_IFS)}")
-    if args.cprofile and not args.profile:
-        parser.error("--cprofile needs --profile DIR")
     urls: list[str | None] = [args.database_url]
     if args.both:
         if not args.database_url or make_url(args.database_url).get_backend_name() != "postgresql":
@@ -846,16 +479,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         args.profile = args.profile.resolve()
-    options = Options(args.requests, args.clients, args.profile, args.cprofile, what_if)
+    return Options(args.requests, args.clients, args.profile, what_if), urls, args.json
+
+
+def main(argv: list[str] | None = None) -> None:
+    options, urls, as_json = parse_options(argv)
     reports = []
     for url in urls:
         with environment(url) as env:
             reports.append(run(env, options))
-    if args.json and len(reports) > 1:
+    if as_json and len(reports) > 1:
         print(json.dumps([r.as_dict() for r in reports], indent=2, sort_keys=True, default=str))
         return
     for report in reports:
-        report.emit(args.json)
+        report.emit(as_json)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -82,17 +84,27 @@ def proc_status_kb(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def run(env: Environment) -> Report:
-    report = Report("recovery")
-    report.context.update(database=database_label(env.database_url),
-                          moto="separate process (python -m moto.server)",
-                          grants=TOTAL, overdue=OVERDUE, command="python -m jitcore run")
+@dataclass(frozen=True)
+class Watched:
+    """What `jit run` did from its start until every overdue grant was closed (or not)."""
+
+    spawned_at: datetime
+    observed: float | None  # s until the poll saw every overdue grant CLOSED
+    hwm_kb: int  # its peak RSS just before SIGTERM (0 if it had died)
+    cpu: float  # s, until all closed (nan if it had died)
+    moto_cpu: float  # s, the same window
+    code: int
+    output: str
+
+
+def seed(env: Environment, report: Report) -> tuple[Any, list[str], Path]:
+    """OVERDUE real rules in moto, and TOTAL grants in the database: the EC2 client, the
+    groups and the policy file."""
     ec2 = ec2_client()
     groups = create_groups(ec2, -(-OVERDUE // RULES_PER_GROUP))
     config = env.tmp / "jit.yaml"
     config.write_text(yaml.safe_dump(policy_data(groups), sort_keys=False))
-    writer, db = make_engine(env.database_url), reader_engine(env.database_url)
-
+    writer = make_engine(env.database_url)
     setup = time.monotonic()
     start = now()
     overdue = seeds(1, OVERDUE, groups,
@@ -106,7 +118,11 @@ def run(env: Environment) -> Report:
     insert_grants(writer, seeds(OVERDUE + 1, TOTAL - OVERDUE, groups, later))
     writer.dispose()
     report.context["setup_s"] = round(time.monotonic() - setup, 1)
+    return ec2, groups, config
 
+
+def watch(env: Environment, config: Path, db: Any) -> Watched:
+    """Start `python -m jitcore run`, poll until every overdue grant is CLOSED, SIGTERM it."""
     child_env = {**os.environ, "JIT_CONFIG": str(config),
                  "JIT_DATABASE_URL": env.database_url}
     log_path = env.tmp / "jit-run.log"
@@ -132,32 +148,45 @@ def run(env: Environment) -> Report:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
+    return Watched(spawned_at, observed, hwm_kb, cpu, moto_cpu, code,
+                   log_path.read_text(errors="replace"))
+
+
+def run(env: Environment) -> Report:
+    report = Report("recovery")
+    report.context.update(database=database_label(env.database_url),
+                          moto="separate process (python -m moto.server)",
+                          grants=TOTAL, overdue=OVERDUE, command="python -m jitcore run")
+    ec2, groups, config = seed(env, report)
+    db = reader_engine(env.database_url)
+    watched = watch(env, config, db)
     rusage_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # moto is still running
-    output = log_path.read_text(errors="replace")
-    if observed is None:
-        progress(f"not all overdue grants closed; jit run exited {code}:\n{output[-3000:]}")
+    if watched.observed is None:
+        progress(f"not all overdue grants closed; jit run exited {watched.code}:\n"
+                 f"{watched.output[-3000:]}")
 
     times = closed_times(db, list(range(1, OVERDUE + 1)))
     closed_at = [closed for _, closed in times.values()]
-    all_closed = (max(closed_at) - spawned_at).total_seconds() if closed_at else float("nan")
-    first = (min(closed_at) - spawned_at).total_seconds() if closed_at else float("nan")
+    nan = float("nan")
+    all_closed = (max(closed_at) - watched.spawned_at).total_seconds() if closed_at else nan
+    first = (min(closed_at) - watched.spawned_at).total_seconds() if closed_at else nan
     report.add("overdue grants closed", len(times), f"of {OVERDUE}")
     report.add("start -> first close", first, "s")
     report.add("start -> all closed (closed_at in DB)", all_closed, "s",
                target=f"< {TIME_TARGET:.0f} s",
                met=len(times) == OVERDUE and all_closed < TIME_TARGET)
     report.add("start -> all closed (seen by 50 ms poll)",
-               observed if observed is not None else float("nan"), "s")
+               watched.observed if watched.observed is not None else nan, "s")
     report.add("close rate after the first close",
-               (len(times) - 1) / (all_closed - first) if all_closed > first else float("nan"),
+               (len(times) - 1) / (all_closed - first) if all_closed > first else nan,
                "closes/s")
-    report.add("peak RSS of jit run (VmHWM)", hwm_kb / 1024, "MB",
-               target=f"< {RSS_TARGET_MB:.0f} MB", met=0 < hwm_kb / 1024 < RSS_TARGET_MB)
+    report.add("peak RSS of jit run (VmHWM)", watched.hwm_kb / 1024, "MB",
+               target=f"< {RSS_TARGET_MB:.0f} MB", met=0 < watched.hwm_kb / 1024 < RSS_TARGET_MB)
     report.add("ru_maxrss of children (see docstring)", rusage_kb / 1024, "MB")
-    report.add("CPU of jit run until all closed", cpu, "s")
-    report.add("CPU of moto in the same window", moto_cpu, "s")
-    report.context["jit_run_exit_code"] = code
-    report.context["jit_run_stopped_cleanly"] = "jit engine stopped" in output
+    report.add("CPU of jit run until all closed", watched.cpu, "s")
+    report.add("CPU of moto in the same window", watched.moto_cpu, "s")
+    report.context["jit_run_exit_code"] = watched.code
+    report.context["jit_run_stopped_cleanly"] = "jit engine stopped" in watched.output
     report.context["jit_rules_left_in_moto"] = count_jit_rules(ec2, groups)
     report.context["not_due_still_active"] = count_status(db, OVERDUE + 1, TOTAL, Status.ACTIVE)
     db.dispose()
