@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot import blocks, grammar
+from bot.listeners import Later, Listener, wired
 from bot.listeners.answers import (
     NO_SENDER,
     STORE_ERRORS,
@@ -30,9 +31,6 @@ from bot.listeners.home import publish_home
 from jitcore.errors import JitError
 from jitcore.service import JitService
 
-if TYPE_CHECKING:
-    from bot.listeners import Later
-
 
 @dataclass(frozen=True, slots=True)
 class Click:
@@ -40,6 +38,84 @@ class Click:
 
     grant_id: int
     user: str
+
+
+def register(app: App, service: JitService, later: Later) -> None:
+    buttons: dict[str, Listener] = {"jit_approve": approve, "jit_deny": deny,
+                                    "jit_revoke": revoke, "jit_cancel": cancel,
+                                    "jit_extend": extend}
+    for action_id, pressed in buttons.items():
+        app.action(action_id)(wired(pressed, service=service, later=later))
+
+
+def approve(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, *,
+            service: JitService, later: Later) -> None:
+    ack()
+
+    def approved(click: Click) -> None:
+        service.approve(click.grant_id, click.user)
+        open_approved(service, click.grant_id)
+
+    on_click(service, later, body, client, respond, "approve", approved)
+
+
+def deny(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, *,
+         service: JitService, later: Later) -> None:
+    ack()  # the denial is recorded when the modal, which asks why, is submitted
+    on_click(service, later, body, client, respond, "deny", lambda click: client.views_open(
+        trigger_id=body.get("trigger_id"), view=blocks.deny_modal(click.grant_id)))
+
+
+def revoke(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, *,
+           service: JitService, later: Later) -> None:
+    ack()
+    on_click(service, later, body, client, respond, "revoke", lambda click: service.revoke(
+        click.grant_id, click.user, "revoked from App Home"), from_home=True)
+
+
+def cancel(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, *,
+           service: JitService, later: Later) -> None:
+    ack()
+    on_click(service, later, body, client, respond, "cancel",
+             lambda click: service.cancel(click.grant_id, click.user), from_home=True)
+
+
+def extend(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, *,
+           service: JitService, later: Later) -> None:
+    ack()
+
+    def extended(click: Click) -> None:
+        extension = service.extend(click.grant_id, click.user,
+                                   service.get(click.grant_id).duration)
+        say(respond, client, click.user, {"text": blocks.escape(extension_text(extension))})
+
+    on_click(service, later, body, client, respond, "extend", extended)
+
+
+def on_click(service: JitService, later: Later, body: dict[str, Any], client: WebClient,
+             respond: Respond, verb: str, act: Callable[[Click], object], *,
+             from_home: bool = False) -> None:
+    """Run `act` after the ack; a refusal, a stale click or an outage is told in words. App
+    Home is republished after a click on it (Revoke and Cancel are only there), so what
+    changed, or did not, shows at once."""
+    click = _clicked(body)
+    if isinstance(click, str):
+        later(lambda: tell(respond, client, clicker(body), click))
+        return
+
+    def run() -> None:
+        try:
+            act(click)
+        except STORE_ERRORS as exc:  # nothing was recorded: say so, change nothing
+            store_failed(f"{verb} #{click.grant_id} by {click.user}", exc)
+            tell(respond, client, click.user, unavailable(f"{verb} #{click.grant_id}", exc))
+            return
+        except JitError as exc:
+            tell(respond, client, click.user, str(exc))
+        view = body.get("view")
+        if from_home or (isinstance(view, dict) and view.get("type") == "home"):
+            publish_home(client, service, click.user)
+    later(run)
 
 
 def _clicked(body: dict[str, Any]) -> Click | str:
@@ -54,67 +130,3 @@ def _clicked(body: dict[str, Any]) -> Click | str:
     if isinstance(found, grammar.NotARequestNumber):
         return found.message
     return Click(found, user)
-
-
-def register(app: App, service: JitService, later: Later) -> None:
-    def on_click(body: dict[str, Any], client: WebClient, respond: Respond, verb: str,
-                 act: Callable[[Click], object], *, from_home: bool = False) -> None:
-        """Run `act` after the ack; a refusal, a stale click or an outage is told in words.
-        App Home is republished after a click on it (Revoke and Cancel are only there), so
-        what changed, or did not, shows at once."""
-        click = _clicked(body)
-        if isinstance(click, str):
-            later(lambda: tell(respond, client, clicker(body), click))
-            return
-
-        def run() -> None:
-            try:
-                act(click)
-            except STORE_ERRORS as exc:  # nothing was recorded: say so, change nothing
-                store_failed(f"{verb} #{click.grant_id} by {click.user}", exc)
-                tell(respond, client, click.user, unavailable(f"{verb} #{click.grant_id}", exc))
-                return
-            except JitError as exc:
-                tell(respond, client, click.user, str(exc))
-            view = body.get("view")
-            if from_home or (isinstance(view, dict) and view.get("type") == "home"):
-                publish_home(client, service, click.user)
-        later(run)
-
-    def approved(click: Click) -> None:
-        service.approve(click.grant_id, click.user)
-        open_approved(service, click.grant_id)
-
-    @app.action("jit_approve")
-    def approve(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        ack()
-        on_click(body, client, respond, "approve", approved)
-
-    @app.action("jit_deny")
-    def deny(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        ack()  # the denial is recorded when the modal, which asks why, is submitted
-        on_click(body, client, respond, "deny", lambda click: client.views_open(
-            trigger_id=body.get("trigger_id"), view=blocks.deny_modal(click.grant_id)))
-
-    @app.action("jit_revoke")
-    def revoke(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        ack()
-        on_click(body, client, respond, "revoke", lambda click: service.revoke(
-            click.grant_id, click.user, "revoked from App Home"), from_home=True)
-
-    @app.action("jit_cancel")
-    def cancel(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        ack()
-        on_click(body, client, respond, "cancel",
-                 lambda click: service.cancel(click.grant_id, click.user), from_home=True)
-
-    def extended(client: WebClient, respond: Respond, click: Click) -> None:
-        extension = service.extend(click.grant_id, click.user,
-                                   service.get(click.grant_id).duration)
-        say(respond, client, click.user, {"text": blocks.escape(extension_text(extension))})
-
-    @app.action("jit_extend")
-    def extend(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        ack()
-        on_click(body, client, respond, "extend",
-                 lambda click: extended(client, respond, click))

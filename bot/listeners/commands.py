@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot import blocks, grammar
+from bot.listeners import Later, wired
 from bot.listeners.answers import (
     NO_SENDER,
     STORE_ERRORS,
@@ -18,65 +20,76 @@ from bot.listeners.answers import (
     store_failed,
     unavailable,
 )
-from jitcore.domain import HOLDS_RULE, Status, format_duration
+from jitcore.domain import HOLDS_RULE, GrantView, Status, format_duration
 from jitcore.errors import JitError, NotAllowed
 from jitcore.policy import check_reason
 from jitcore.service import Extension, JitService
-
-if TYPE_CHECKING:
-    from bot.listeners import Later
 
 log = logging.getLogger(__name__)
 
 
 def register(app: App, service: JitService, later: Later) -> None:
-    @app.command("/jit")
-    def jit_command(ack: Ack, command: dict[str, Any], client: WebClient,
-                    respond: Respond) -> None:
-        user = sender(command.get("user_id"))
-        if user is None:  # nobody to act for: nothing is done
-            ack(**blocks.error_message(NO_SENDER))
-            return
-        text = command.get("text")
-        parsed = grammar.parse(text if isinstance(text, str) else "")
-        if isinstance(parsed, grammar.Request) and not (decision := check_reason(parsed.reason)):
-            ack(**blocks.error_message(decision.detail, grammar.REQUEST_EXAMPLE))
-            return
-        match parsed:
-            case grammar.ParseError(message, example):
-                ack(**blocks.error_message(message, example))
-            case grammar.Help():
-                ack(**blocks.help_message())
-            case grammar.ListTargets():
-                ack(**blocks.targets_message(service.requestable(user)))
-            case grammar.ListGrants():
-                try:
-                    mine = service.grants([*HOLDS_RULE, Status.PENDING, Status.APPROVED],
-                                          limit=20, requester=user)
-                except STORE_ERRORS as exc:
-                    store_failed(f"/jit list by {user}", exc)
-                    ack(**blocks.error_message(unavailable("read your requests", exc)))
-                    return
-                ack(**blocks.grants_message(mine))
-            case grammar.Request() if parsed.missing:
-                ack()
-                trigger = command.get("trigger_id")
-                later(lambda: client.views_open(trigger_id=trigger,
-                                                view=request_modal(service, user, parsed)))
-            case grammar.Request():
-                submit_request(service, user, parsed, ack, later)
-            case grammar.Revoke(grant_id):
-                ack()
-                later(lambda: act(respond, lambda: service.revoke(grant_id, user,
-                                                                  "revoked in Slack"),
-                                  f"#{grant_id} revoked", f"revoke #{grant_id}", user))
-            case grammar.Cancel(grant_id):
-                ack()
-                later(lambda: act(respond, lambda: service.cancel(grant_id, user),
-                                  f"#{grant_id} cancelled", f"cancel #{grant_id}", user))
-            case grammar.Extend(grant_id, duration):
-                ack()
-                later(lambda: extend(service, respond, user, grant_id, duration))
+    app.command("/jit")(wired(jit_command, service=service, later=later))
+
+
+def jit_command(ack: Ack, command: dict[str, Any], client: WebClient, respond: Respond, *,
+                service: JitService, later: Later) -> None:
+    """`/jit ...`: answered in the ack with what the database can tell now; a modal, a revoke,
+    a cancel or an extension after it (`follow_up`)."""
+    user = sender(command.get("user_id"))
+    if user is None:  # nobody to act for: nothing is done
+        ack(**blocks.error_message(NO_SENDER))
+        return
+    text = command.get("text")
+    parsed = grammar.parse(text if isinstance(text, str) else "")
+    if isinstance(parsed, grammar.Request) and not (decision := check_reason(parsed.reason)):
+        ack(**blocks.error_message(decision.detail, grammar.REQUEST_EXAMPLE))
+        return
+    match parsed:
+        case grammar.ParseError(message, example):
+            ack(**blocks.error_message(message, example))
+        case grammar.Help():
+            ack(**blocks.help_message())
+        case grammar.ListTargets():
+            ack(**blocks.targets_message(service.requestable(user)))
+        case grammar.ListGrants():
+            list_grants(service, user, ack)
+        case grammar.Request() if not parsed.missing:
+            submit_request(service, user, parsed, ack, later)
+        case _:  # a modal to open, or an action on a request: after the ack
+            ack()
+            later(lambda: follow_up(service, user, parsed, command, client, respond))
+
+
+def follow_up(service: JitService, user: str,
+              parsed: grammar.Request | grammar.Revoke | grammar.Cancel | grammar.Extend,
+              command: dict[str, Any], client: WebClient, respond: Respond) -> None:
+    """What `/jit` does after its ack: the modal of a request with parts left out, or the
+    action on a request, answered privately."""
+    match parsed:
+        case grammar.Request():
+            client.views_open(trigger_id=command.get("trigger_id"),
+                              view=request_modal(service, user, parsed))
+        case grammar.Revoke(grant_id):
+            act(respond, lambda: service.revoke(grant_id, user, "revoked in Slack"),
+                f"#{grant_id} revoked", f"revoke #{grant_id}", user)
+        case grammar.Cancel(grant_id):
+            act(respond, lambda: service.cancel(grant_id, user),
+                f"#{grant_id} cancelled", f"cancel #{grant_id}", user)
+        case grammar.Extend(grant_id, duration):
+            extend(service, respond, user, grant_id, duration)
+
+
+def list_grants(service: JitService, user: str, ack: Ack) -> None:
+    """`/jit list`: the person's open grants and requests, in the ack."""
+    try:
+        mine = service.grants([*HOLDS_RULE, Status.PENDING, Status.APPROVED],
+                              limit=20, requester=user)
+    except STORE_ERRORS as exc:
+        store_failed(f"/jit list by {user}", exc)
+        ack(**blocks.error_message(unavailable("read your requests", exc)))
+        return
+    ack(**blocks.grants_message(mine))
 
 
 def extend(service: JitService, respond: Respond, user: str, grant_id: int,
@@ -140,7 +153,8 @@ def _last_source(service: JitService, user: str) -> str | None:
         return None
 
 
-def act(respond: Respond, action: Any, done: str, doing: str, user: str) -> None:
+def act(respond: Respond, action: Callable[[], GrantView], done: str, doing: str,
+        user: str) -> None:
     """Run a jitcore action after ack(); tell the user what happened, ephemerally."""
     try:
         view = action()

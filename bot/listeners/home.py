@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot import blocks
+from bot.listeners import Later, wired
 from bot.listeners.answers import STORE_ERRORS, sender, store_failed, unavailable
 from jitcore.domain import Status
 from jitcore.service import JitService
 
-if TYPE_CHECKING:
-    from bot.listeners import Later
+
+def register(app: App, service: JitService, later: Later) -> None:
+    app.event("app_home_opened")(wired(home_opened, service=service, later=later))
+
+
+def home_opened(event: dict[str, Any], client: WebClient, *, service: JitService,
+                later: Later) -> None:
+    """Publish the Home tab of whoever opened it (after the ack: it reads the database)."""
+    user = sender(event.get("user"))
+    if user is not None and event.get("tab", "home") == "home":  # no user: no Home
+        later(lambda: publish_home(client, service, user))
 
 
 def publish_home(client: WebClient, service: JitService, user: str) -> None:
@@ -26,11 +36,3 @@ def publish_home(client: WebClient, service: JitService, user: str) -> None:
         store_failed(f"App Home of {user}", exc)
         view = blocks.home_unavailable(unavailable("show your requests and grants", exc))
     client.views_publish(user_id=user, view=view)
-
-
-def register(app: App, service: JitService, later: Later) -> None:
-    @app.event("app_home_opened")
-    def home_opened(event: dict[str, Any], client: WebClient) -> None:
-        user = sender(event.get("user"))
-        if user is not None and event.get("tab", "home") == "home":  # no user: no Home
-            later(lambda: publish_home(client, service, user))
