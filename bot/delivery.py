@@ -46,6 +46,7 @@ from bot import blocks
 from bot.app import Foreground
 from jitcore import outbox
 from jitcore.domain import GrantEvent, GrantView
+from jitcore.errors import Undeliverable
 from jitcore.metrics import GrantMetrics
 from jitcore.outbox import Owed, Post
 from jitcore.policy import Policy, Target
@@ -60,10 +61,6 @@ TRANSIENT_ERRORS = frozenset({
     "request_timeout", "team_added_to_org",
 })
 _NOTICES_KEPT = 10_000  # thread parents and cards remembered in memory
-
-
-class Undeliverable(Exception):
-    """A row that can never be sent as it stands (its card is gone, say): failed for good."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from jitcore.errors import AuditChainError
 from jitcore.store.models import AuditEvent, audit_events_table
 
 GENESIS = "0" * 64
@@ -176,12 +177,6 @@ def appending(*statements: Insert) -> Select[Any]:
         cast(bindparam("links", type_=Text), JSONB),
     ).table_valued("seq", "prev_hash", "hash")
     return select(call.c.seq, call.c.prev_hash, call.c.hash).add_cte(*written)
-
-
-class AuditChainError(RuntimeError):
-    """The database did not extend the chain as jit hashes it. Raised before COMMIT, so a
-    transaction that meets it is rolled back; a statement in autocommit (a request on
-    PostgreSQL) is already written when it is raised."""
 
 
 def _around_seq(body: Mapping[str, Any]) -> tuple[str, str]:

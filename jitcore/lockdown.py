@@ -15,16 +15,18 @@ from datetime import datetime
 
 from jitcore import audit
 from jitcore.domain import HOLDS_RULE, Status
-from jitcore.errors import InvalidTransition, JitError, ProviderError
+from jitcore.errors import (
+    InvalidTransition,
+    InvalidTransitionOnTarget,
+    LockdownRefused,
+    ProviderError,
+    UnknownTarget,
+)
 from jitcore.policy import Target
 from jitcore.ports import Lockdown, LockdownPlan, LockdownProvider
 from jitcore.service import JitService
 from jitcore.store import repository as repo
 from jitcore.store.models import TargetState
-
-
-class LockdownRefused(JitError):
-    """Enabling would leave a rule open ahead of jit, and --take-over was not given."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,10 +204,4 @@ class Lockdowns:
             return state
 
 
-class InvalidTransitionOnTarget(JitError):
-    """The target is not in a state that allows the action (already enabled, not enabled)."""
-
-
-class UnknownTarget(JitError):
-    """The policy names no such target."""
 

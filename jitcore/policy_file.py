@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from jitcore.errors import PolicyError
+from jitcore.errors import PolicyError, PolicyProblems
 from jitcore.policy import Policy
 from jitcore.policy_schema import (
     MAX_VALUES,
@@ -27,7 +27,6 @@ from jitcore.policy_schema import (
     Loc,
     PolicySpec,
     PortSpec,
-    Problems,
     SlackSpec,
     Spec,
     TargetSpec,
@@ -115,7 +114,7 @@ def _problems(exc: ValidationError) -> list[tuple[Loc, str]]:
         if loc and loc[-1] == "[key]":  # a mapping key is wrong: name the key itself
             loc = loc[:-1]
         raised = (error.get("ctx") or {}).get("error")
-        if isinstance(raised, Problems):
+        if isinstance(raised, PolicyProblems):
             found.extend(((*loc, *sub), message) for sub, message in raised.problems)
         else:
             found.append((loc, _describe(error)))

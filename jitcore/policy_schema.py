@@ -25,6 +25,7 @@ from pydantic import (
 
 from jitcore.domain import MAX_DURATION, WELL_KNOWN_SERVICES, IPNetwork, Protocol, format_duration
 from jitcore.domain import parse_duration as _parse_duration
+from jitcore.errors import PolicyProblems
 from jitcore.policy import (
     ANY_V4,
     ANY_V6,
@@ -43,14 +44,6 @@ Loc = tuple[Hashable, ...]
 # Aliases can make a small file expand into a huge tree; no real policy comes near this.
 MAX_VALUES = 100_000
 _KNOWN_SERVICES = ", ".join(str(s) for s in WELL_KNOWN_SERVICES.values())
-
-
-class Problems(ValueError):
-    """Several problems found by one validator, each at a path below the value it checked."""
-
-    def __init__(self, problems: list[tuple[Loc, str]]) -> None:
-        super().__init__("; ".join(message for _, message in problems))
-        self.problems = problems
 
 
 def kind_of(value: object) -> str:
@@ -340,7 +333,7 @@ class TargetSpec(Spec):
             if first != name:
                 problems.append(((name,), f"{number}/{spec.protocol} is already listed as {first}"))
         if problems:
-            raise Problems(problems)
+            raise PolicyProblems(problems)
         return ports
 
     @model_validator(mode="after")
@@ -373,7 +366,7 @@ class PolicySpec(Spec):
             problems += _people_problems(here, target, self.defaults)
             problems += _auto_limit_problems(here, target, self.defaults)
         if problems:
-            raise Problems(problems)
+            raise PolicyProblems(problems)
         return self
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from jitcore import audit, outbox
 from jitcore.domain import GrantEvent
+from jitcore.errors import AuditChainError
 from jitcore.ports import Clock
 from jitcore.store import Store
 from jitcore.store import repository as repo
@@ -80,7 +81,7 @@ class Intake:
             posts = self.posts.rows_json(events, created_at) if self.posts else "[]"
             try:
                 chain.flush(_RECORD_REQUEST, {**values, "id": grant_id, "posts": posts})
-            except audit.AuditChainError as exc:  # committed all the same: a statement's own
+            except AuditChainError as exc:  # committed all the same: a statement's own
                 self._alert(f"audit chain: {exc}; request #{grant_id} is recorded with "
                             "that hash, which `jit audit verify` will report")
         return events

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jitcore import audit
 from jitcore.domain import EventKind, Status
-from jitcore.errors import NotAllowed, StoreError
+from jitcore.errors import AuditChainError, NotAllowed, StoreError
 from jitcore.policy import Reason
 from jitcore.providers.aws import AwsProvider
 from jitcore.service import JitService
@@ -223,7 +223,7 @@ def server_hashing_differently(store: Store) -> Iterator[None]:
 
 def test_server_hash_that_differs_is_refused_before_commit(pg_store: Store) -> None:
     with server_hashing_differently(pg_store), \
-            pytest.raises(audit.AuditChainError, match="not as its content hashes"), \
+            pytest.raises(AuditChainError, match="not as its content hashes"), \
             pg_store.transaction() as session:
         audit.append(session, at=datetime(2026, 11, 22, tzinfo=UTC), actor="U0ADMIN",
                      action="noted")
