@@ -8,7 +8,7 @@ The IAM policy, statement by statement (IAM JSON holds no comments, so the reaso
 - ReadInstancesAndSecurityGroups: EC2's Describe* actions take no resource-level
   permissions, so their Resource must be "*".
 - OpenAndCloseInboundRules: grants, enabling and disabling add and remove inbound rules in the
-  groups the policy file names by id. Those groups are the operators' own and the README asks
+  groups the policy file names by id. Those groups are the operators' own and the docs ask
   no one to tag them, so no tag condition can narrow these two actions; the resources are
   security groups and their rules only. An operator may list the groups' ARNs instead.
 - TagRulesAndGroupsAsJitCreatesThem: jit tags every rule it adds (`jit:grant`,
