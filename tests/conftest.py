@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from tests.support.cloud_calls import CloudCallRecorder
 
 # The cloud-call recorder: the `cloud_calls` fixture and the `@runs_last` ordering.
-pytest_plugins = ("tests.support.cloud_calls",)
+pytest_plugins = ("tests.support.cloud_calls", "tests.support.arm_requests")
 
 AWS_REGION = "us-east-1"
 

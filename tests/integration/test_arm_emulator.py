@@ -36,19 +36,6 @@ from tests.support.arm_requests import (
 )
 from tests.support.azure import SUBSCRIPTION, StaticTokenCredential, network_client
 
-
-@pytest.fixture
-def arm(arm_emulator: ArmEmulator) -> ArmEmulator:
-    """The emulator with one empty NSG, RG/NSG, in SUBSCRIPTION."""
-    arm_emulator.add_nsg(SUBSCRIPTION, RG, NSG)
-    return arm_emulator
-
-
-@pytest.fixture
-def client(arm_emulator: ArmEmulator) -> NetworkManagementClient:
-    return network_client(arm_emulator, retry_backoff_factor=0.01)
-
-
 # -- create, read, update, list, delete -------------------------------------------------------
 
 

@@ -28,12 +28,6 @@ from tests.support.arm_requests import (
 )
 from tests.support.azure import SUBSCRIPTION, network_client
 
-
-@pytest.fixture
-def client(arm_emulator: ArmEmulator) -> NetworkManagementClient:
-    return network_client(arm_emulator, retry_backoff_factor=0.01)
-
-
 # -- the network around the NSGs: virtual networks, subnets, NICs (read-only) -------------------
 
 VNET, SUBNET_APP, SUBNET_DB = "vnet-app", "app", "db"

@@ -1,4 +1,5 @@
-"""Requests to the ARM emulator for its own tests: one NSG's names, rules, URLs, raw sends."""
+"""Requests to the ARM emulator for its own tests: one NSG's names, rules, URLs, raw sends,
+and the fixtures `arm` (the emulator with that NSG) and `client` (an SDK client of it)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from azure.core.rest import HttpRequest, HttpResponse
 from azure.mgmt.network import NetworkManagementClient
 
 from tests.fakes.arm import ArmEmulator, rule_properties
-from tests.support.azure import SUBSCRIPTION
+from tests.support.azure import SUBSCRIPTION, network_client
 
 RG, NSG = "rg-app", "nsg-app"
 API = "2024-07-01"
@@ -52,3 +53,17 @@ def state(arm: ArmEmulator, name: str) -> str | None:
     rule = arm.rule(SUBSCRIPTION, RG, NSG, name)
     return rule["properties"]["provisioningState"] if rule else None
 
+
+
+# Fixtures of the emulator's own tests (a plugin of tests/conftest.py).
+
+@pytest.fixture
+def arm(arm_emulator: ArmEmulator) -> ArmEmulator:
+    """The emulator with one empty NSG, RG/NSG, in SUBSCRIPTION."""
+    arm_emulator.add_nsg(SUBSCRIPTION, RG, NSG)
+    return arm_emulator
+
+
+@pytest.fixture
+def client(arm_emulator: ArmEmulator) -> NetworkManagementClient:
+    return network_client(arm_emulator, retry_backoff_factor=0.01)
