@@ -63,8 +63,8 @@ class RuleLocks:
             yield
 
 
-class Closer:
-    """Claims closes and carries them out."""
+class UseCase:
+    """What the steps that touch firewalls (opening, closing, reconcile) work with."""
 
     def __init__(self, uow: UnitOfWork, policy: Policy, providers: Mapping[str, Provider],
                  settings: EngineSettings, locks: RuleLocks) -> None:
@@ -73,6 +73,10 @@ class Closer:
         self.providers = providers
         self.settings = settings
         self.locks = locks
+
+
+class Closer(UseCase):
+    """Claims closes and carries them out."""
 
     def claim(self, grant_ids: list[int] | None, reason: CloseReason, actor: str,
               note: str = "") -> list[int]:

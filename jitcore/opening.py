@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 
-from jitcore.closing import RuleLocks
+from jitcore.closing import RuleLocks, UseCase
 from jitcore.domain import EventKind, GrantView, Status
 from jitcore.engine import EngineSettings
 from jitcore.errors import InvalidTransition, ProviderError, RuleLimitExceeded, SlotTaken
@@ -29,14 +29,10 @@ from jitcore.store.models import Grant, RuleHandle
 from jitcore.unit_of_work import ENGINE_ACTOR, UnitOfWork
 
 
-class Opener:
+class Opener(UseCase):
     def __init__(self, uow: UnitOfWork, policy: Policy, providers: Mapping[str, Provider],
                  settings: EngineSettings, locks: RuleLocks) -> None:
-        self.uow = uow
-        self.policy = policy
-        self.providers = providers
-        self.settings = settings
-        self.locks = locks
+        super().__init__(uow, policy, providers, settings, locks)
         self._pool_locks: dict[str, threading.Lock] = {}
         self._pool_locks_guard = threading.Lock()
         # Slots found held by rules jit has no reservation for, per pool (a hint).

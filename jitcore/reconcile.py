@@ -9,14 +9,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from jitcore.closing import RuleLocks
+from jitcore.closing import UseCase
 from jitcore.domain import EventKind, Status
 from jitcore.errors import ProviderError
-from jitcore.policy import Policy, Target
+from jitcore.policy import Target
 from jitcore.ports import Clock, OwnedRule, Provider
 from jitcore.store import Store
 from jitcore.store import repository as repo
-from jitcore.unit_of_work import ENGINE_ACTOR, UnitOfWork
+from jitcore.unit_of_work import ENGINE_ACTOR
 
 log = logging.getLogger("jitcore.service")
 
@@ -122,15 +122,8 @@ def sweep_owes_closes(store: Store, due_before: datetime) -> bool:
         return repo.owes_close(session, due_before)
 
 
-class Reconciler:
+class Reconciler(UseCase):
     """Removes orphans, each under the lock opens and closes of its rule take."""
-
-    def __init__(self, uow: UnitOfWork, policy: Policy, providers: Mapping[str, Provider],
-                 locks: RuleLocks) -> None:
-        self.uow = uow
-        self.policy = policy
-        self.providers = providers
-        self.locks = locks
 
     def run(self, dry_run: bool = False) -> list[Orphan]:
         """Find rules carrying jit's marker with no live grant behind them; remove them.

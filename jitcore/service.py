@@ -100,7 +100,7 @@ class JitService:
         self.opener = Opener(self.uow, policy, providers, self.settings, locks)
         self.closer = Closer(self.uow, policy, providers, self.settings, locks)
         self.engine = Sweep(self.uow, self.settings, self.opener, self.closer)
-        self.reconciler = Reconciler(self.uow, policy, providers, locks)
+        self.reconciler = Reconciler(self.uow, policy, providers, self.settings, locks)
 
     # ---- requests and decisions -------------------------------------------------------
 

@@ -98,9 +98,10 @@ def _valid_prefix(value: str) -> bool:
     return value.split(".", 1)[0].lower() in SERVICE_TAGS
 
 
-def _one_of(properties: Mapping[str, Any], single: str,
-            plural: str) -> tuple[str | None, list[str]]:
-    """The singular and plural forms of a field; an empty string or list counts as absent."""
+def _one_of(properties: Mapping[str, Any], single: str, plural: str,
+            rule_id: str) -> tuple[str | None, list[str]]:
+    """The singular and plural forms of a field, of which at most one may be given; an empty
+    string or list counts as absent."""
     one = properties.get(single)
     many = properties.get(plural)
     one_text = None if one in (None, "") else str(one)
@@ -109,20 +110,20 @@ def _one_of(properties: Mapping[str, Any], single: str,
     if not isinstance(many, list):
         raise bad_format(f"Cannot deserialize {json.dumps(many)} into a list.",
                           f"properties.{plural}")
+    if one_text is not None and many:
+        # Not verified against Azure: the emulator's own wording for "both forms given".
+        raise ArmError(400, "InvalidRequestFormat",
+                       f"Security rule {rule_id} specifies both {single} and {plural}; "
+                       "specify only one of them.")
     return one_text, [str(item) for item in many]
 
 
 def _ports(properties: Mapping[str, Any], side: str, rule_id: str) -> tuple[str | None, list[str]]:
     single, plural = f"{side}PortRange", f"{side}PortRanges"
-    one, many = _one_of(properties, single, plural)
+    one, many = _one_of(properties, single, plural, rule_id)
     title = single[0].upper() + single[1:]
     if one is None and not many:
         raise missing_parameter(title, rule_id)
-    if one is not None and many:
-        # Not verified against Azure: the emulator's own wording for "both forms given".
-        raise ArmError(400, "InvalidRequestFormat",
-                       f"Security rule {rule_id} specifies both {single} and {plural}; "
-                       "specify only one of them.")
     for value in [one] if one is not None else many:
         if not _valid_port(value):
             raise ArmError(400, "SecurityRuleInvalidPortRange",
@@ -135,7 +136,7 @@ def _ports(properties: Mapping[str, Any], side: str, rule_id: str) -> tuple[str 
 def _prefixes(properties: Mapping[str, Any], side: str,
               rule_id: str) -> tuple[str | None, list[str], list[Any]]:
     single, plural = f"{side}AddressPrefix", f"{side}AddressPrefixes"
-    one, many = _one_of(properties, single, plural)
+    one, many = _one_of(properties, single, plural, rule_id)
     groups = properties.get(f"{side}ApplicationSecurityGroups") or []
     if not isinstance(groups, list):
         raise bad_format("Cannot deserialize into a list.",
@@ -146,11 +147,6 @@ def _prefixes(properties: Mapping[str, Any], side: str,
                        f"Required security rule parameters are missing for security rule with "
                        f"Id: {rule_id}. Security rule must specify {title}AddressPrefixes, "
                        f"{title}AddressPrefix, or {title}ApplicationSecurityGroups.")
-    if one is not None and many:
-        # Not verified against Azure: the emulator's own wording for "both forms given".
-        raise ArmError(400, "InvalidRequestFormat",
-                       f"Security rule {rule_id} specifies both {single} and {plural}; "
-                       "specify only one of them.")
     for value in [one] if one is not None else many:
         if not _valid_prefix(value):
             raise ArmError(400, "SecurityRuleInvalidAddressPrefix",
