@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
-from typing import Any
+from typing import Any, assert_never
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -328,6 +328,8 @@ class Delivery:
                 if dm is None:
                     raise Undeliverable(f"nothing to tell the requester of {event.kind.value}")
                 self._post(owed.channel, **dm)
+            case _:  # a kind added to Post and not here: mypy says so
+                assert_never(owed.post)
         return None
 
     def _reply(self, channel: str, event: GrantEvent) -> None:
