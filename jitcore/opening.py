@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import replace
 from datetime import timedelta
@@ -22,7 +22,7 @@ from jitcore.closing import RuleLocks, UseCase
 from jitcore.domain import EventKind, GrantView, Status
 from jitcore.engine import EngineSettings
 from jitcore.errors import InvalidTransition, ProviderError, RuleLimitExceeded, SlotTaken
-from jitcore.policy import Policy
+from jitcore.policy import Policy, Target
 from jitcore.ports import OpenedRule, Provider, RuleSpec, SlotPool
 from jitcore.store import repository as repo
 from jitcore.store.models import Grant, RuleHandle
@@ -31,8 +31,11 @@ from jitcore.unit_of_work import ENGINE_ACTOR, UnitOfWork
 
 class Opener(UseCase):
     def __init__(self, uow: UnitOfWork, policy: Policy, providers: Mapping[str, Provider],
-                 settings: EngineSettings, locks: RuleLocks) -> None:
+                 settings: EngineSettings, locks: RuleLocks,
+                 left_behind: Callable[[Target, int], object]) -> None:
         super().__init__(uow, policy, providers, settings, locks)
+        # Removes a rule a failed open may have made all the same (Reconciler.remove_left_by).
+        self._left_behind = left_behind
         self._pool_locks: dict[str, threading.Lock] = {}
         self._pool_locks_guard = threading.Lock()
         # Slots found held by rules jit has no reservation for, per pool (a hint).
@@ -57,7 +60,10 @@ class Opener(UseCase):
                 # Recorded under the lock: a close of a shared rule must see this holder.
                 return self._opened(row, provider.open_rule(spec))
         except ProviderError as exc:
-            return self._fail(grant_id, str(exc))
+            failed = self._fail(grant_id, str(exc))
+            if failed.status is Status.FAILED:  # outside the lock: removal takes it again
+                self._left_behind(target, grant_id)
+            return failed
 
     def _claim(self, grant_id: int) -> Grant:
         now = self.uow.clock.now()

@@ -135,6 +135,20 @@ class Reconciler(UseCase):
         return [orphan for candidate in found
                 if (orphan := self._remove(candidate)) is not None]
 
+    def remove_left_by(self, target: Target, grant_id: int) -> list[Orphan]:
+        """After an open failed: remove a rule the cloud made for the grant all the same
+        (its answer lost, say), now rather than at the next reconcile. A listing that fails
+        leaves it to that reconcile."""
+        listed_at = self.uow.clock.now()
+        try:
+            rules = self.providers[target.cloud].list_owned_rules(target)
+        except ProviderError as exc:
+            log.warning("#%s: cannot look for a rule its failed open left (%s); reconcile "
+                        "will", grant_id, exc)
+            return []
+        return [orphan for rule in rules if rule.grant_id == grant_id
+                if (orphan := self._remove(Candidate(target, rule, listed_at))) is not None]
+
     def _remove(self, candidate: Candidate) -> Orphan | None:
         target, rule = candidate.target, candidate.rule
         orphan = Orphan.of(target, rule)

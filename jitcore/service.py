@@ -97,10 +97,11 @@ class JitService:
         self.uow = UnitOfWork(store, clock, notifier, self.outbox, metrics)
         self.intake = Intake(store, self.outbox, clock, self.uow.alert)
         locks = RuleLocks(store)
-        self.opener = Opener(self.uow, policy, providers, self.settings, locks)
+        self.reconciler = Reconciler(self.uow, policy, providers, self.settings, locks)
+        self.opener = Opener(self.uow, policy, providers, self.settings, locks,
+                             self.reconciler.remove_left_by)
         self.closer = Closer(self.uow, policy, providers, self.settings, locks)
         self.engine = Sweep(self.uow, self.settings, self.opener, self.closer)
-        self.reconciler = Reconciler(self.uow, policy, providers, self.settings, locks)
 
     # ---- requests and decisions -------------------------------------------------------
 

@@ -179,13 +179,25 @@ def test_reconcile_removes_a_marked_rule_no_live_grant_holds(world: World) -> No
     assert world.service.get(live).status is Status.ACTIVE
 
 
-def test_reconcile_removes_the_rule_of_an_open_that_failed_after_the_cloud_made_it(
-        world: World) -> None:
+def test_a_rule_made_by_an_open_that_failed_is_removed_at_once(world: World) -> None:
+    gid = world.approved()
+    world.provider.fail_next("open_rule", TransientProviderError("timed out"),
+                             after_effect=True)  # made, but jit never heard so
+    assert world.service.open(gid).status is Status.FAILED
+    assert world.rules() == {}  # not left open until the next reconcile
+    assert world.trail(gid) == ["requested", "approved", "opening", "open_failed",
+                                "orphan_removed"]
+    assert any(f"jit-{gid}" in alert for alert in world.notifier.alerts)
+    assert world.service.reconcile() == []
+
+
+def test_reconcile_removes_what_a_failed_open_could_not(world: World) -> None:
     gid = world.approved()
     world.provider.fail_next("open_rule", TransientProviderError("timed out"),
                              after_effect=True)
+    world.provider.fail_next("list_owned_rules", TransientProviderError("throttled"))
     assert world.service.open(gid).status is Status.FAILED
-    assert f"jit-{gid}" in world.rules()  # marked, and no live grant behind it
+    assert f"jit-{gid}" in world.rules()  # the look for it failed: reconcile's turn
 
     (orphan,) = world.service.reconcile()
     assert (orphan.grant_id, orphan.ref, orphan.removed) == (gid, f"jit-{gid}", True)
