@@ -38,6 +38,10 @@ _JSON_FIELDS = ("blocks", "attachments", "view", "metadata")
 MAX_BLOCKS = 50  # per message; a view may hold 100
 MAX_VIEW_BLOCKS = 100
 MAX_TEXT = 40_000
+MAX_SECTION_TEXT = 3_000  # a section's text object (Block Kit reference)
+# Undocumented: Slack answers msg_blocks_too_long once a message's blocks hold about this
+# many characters of text in all (reported in slackapi/bolt-js#2509).
+MAX_BLOCKS_TEXT = 13_200
 _TS_EPOCH = 1_700_000_000
 
 
@@ -88,6 +92,21 @@ def _check_blocks(blocks: object, limit: int, error: str) -> None:
         if not isinstance(block, dict) or not block.get("type"):
             raise SlackError(error, f"[ERROR] missing required field: type "
                                     f"[json-pointer:/blocks/{index}/type]")
+        text = block.get("text")
+        if (block["type"] == "section" and isinstance(text, dict)
+                and len(str(text.get("text", ""))) > MAX_SECTION_TEXT):
+            raise SlackError(error, f"[ERROR] must be less than {MAX_SECTION_TEXT + 1} "
+                                    f"characters [json-pointer:/blocks/{index}/text/text]")
+
+
+def _text_in(value: object) -> int:
+    """The characters of every text string in some blocks."""
+    if isinstance(value, dict):
+        return sum(len(v) if k == "text" and isinstance(v, str) else _text_in(v)
+                   for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_text_in(item) for item in value)
+    return 0
 
 
 class SlackApiFake(LocalServer):
@@ -419,6 +438,8 @@ class SlackApiFake(LocalServer):
             raise SlackError("msg_too_long")
         if "blocks" in args:
             _check_blocks(args["blocks"], MAX_BLOCKS, "invalid_blocks")
+            if _text_in(args["blocks"]) > MAX_BLOCKS_TEXT:
+                raise SlackError("msg_blocks_too_long")
 
     def _find(self, channel: str, ts: object) -> Args:
         for stored in self._messages.get(channel, []):

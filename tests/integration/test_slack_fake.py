@@ -300,6 +300,11 @@ def test_a_wrong_or_missing_token_is_refused(slack: SlackApiFake) -> None:
     ({"channel": "C0APPROVE", "text": "x", "blocks": [SECTION] * 51}, "invalid_blocks"),
     ({"channel": "C0APPROVE", "text": "x", "blocks": [{"text": {"type": "mrkdwn", "text": "x"}}]},
      "invalid_blocks"),
+    ({"channel": "C0APPROVE", "text": "x", "blocks": [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}]}, "invalid_blocks"),
+    ({"channel": "C0APPROVE", "text": "x", "blocks": [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "x" * 2900}}] * 5},
+     "msg_blocks_too_long"),
 ])
 def test_post_message_is_validated_like_slack(
     slack: SlackApiFake, client: WebClient, kwargs: dict[str, Any], error: str
