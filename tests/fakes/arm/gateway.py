@@ -27,7 +27,8 @@ from tests.fakes.arm.routing import Answer, Headers, Kind, Request, match
 
 _INITIAL_QUOTA = {"reads": 11999, "writes": 1199, "deletes": 14999}
 _NOTHING_HERE = ("The ARM emulator serves network security groups, their security rules, "
-                 "virtual networks, subnets and network interfaces only; nothing at '{path}'.")
+                 "virtual networks, subnets, network interfaces, Azure Firewalls and firewall "
+                 "policies with their rule collection groups only; nothing at '{path}'.")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The emulator's resources: resource groups holding NSGs (with their rules), virtual networks
-(with their subnets) and network interfaces, each with an etag.
+(with their subnets), network interfaces, Azure Firewalls (with their rule collections) and
+firewall policies (with their rule collection groups), each with an etag.
 
 `Resource` is what ARM writes asynchronously: a top-level resource with a provisioning state
 and at most one write in progress (`operation`). A new kind of resource is a dataclass
@@ -84,6 +85,7 @@ class Resource:
     """A top-level Microsoft.Network resource that ARM writes asynchronously."""
 
     resource_type: ClassVar[str]  # as in ids, e.g. "networkSecurityGroups"
+    poll: ClassVar[str] = "operations"  # where its operations are polled: .../locations/{l}/{poll}
 
     subscription: str
     resource_group: str
@@ -98,6 +100,10 @@ class Resource:
     def id(self) -> str:
         return (f"{group_id(self.subscription, self.resource_group)}"
                 f"/providers/Microsoft.Network/{self.resource_type}/{self.name}")
+
+    def fresh_etag(self) -> str:
+        """A new etag in the resource's form (a weak one, W/"<guid>", unless it says otherwise)."""
+        return new_etag()
 
 
 @dataclass
@@ -116,6 +122,68 @@ class Nsg(Resource):
 
     def rule_id(self, name: str, kind: str = "securityRules") -> str:
         return f"{self.id}/{kind}/{name}"
+
+
+FIREWALL_COLLECTION_KINDS = ("applicationRuleCollections", "natRuleCollections",
+                             "networkRuleCollections")
+
+
+@dataclass
+class Firewall(Resource):
+    """An Azure Firewall (classic rules): its rule collections by kind, stored as
+    `{"name", "properties": {"priority", "action", "rules"}}` in the order given."""
+
+    resource_type: ClassVar[str] = "azureFirewalls"
+
+    tags: Json | None = None
+    sku: Json = field(default_factory=lambda: {"name": "AZFW_VNet", "tier": "Standard"})
+    threat_intel_mode: str = "Alert"
+    ip_configurations: list[Json] = field(default_factory=list)  # as given, without ids
+    public_ip: str | None = None  # the address of its public IP, when seeded with one
+    extra: Json = field(default_factory=dict)  # other properties, echoed as given
+    collections: dict[str, list[Json]] = field(default_factory=lambda: {
+        kind: [] for kind in FIREWALL_COLLECTION_KINDS})
+
+
+@dataclass
+class FirewallPolicy(Resource):
+    """A firewall policy; its rule collection groups by lower-case name, in order made."""
+
+    resource_type: ClassVar[str] = "firewallPolicies"
+    poll: ClassVar[str] = "nfvOperations"
+
+    tags: Json | None = None
+    extra: Json = field(default_factory=dict)  # properties other than the groups, as given
+    groups: dict[str, RuleCollectionGroup] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.etag = self.fresh_etag()
+
+    def fresh_etag(self) -> str:
+        return new_guid()  # as recorded: a bare GUID
+
+
+@dataclass
+class RuleCollectionGroup(Resource):
+    """A rule collection group of a policy (`resource_group`, `name`: those of the group)."""
+
+    resource_type: ClassVar[str] = "ruleCollectionGroups"
+    poll: ClassVar[str] = "nfvOperations"
+
+    policy: str = ""
+    priority: int = 0
+    collections: list[Json] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return (f"{group_id(self.subscription, self.resource_group)}/providers/Microsoft.Network"
+                f"/firewallPolicies/{self.policy}/ruleCollectionGroups/{self.name}")
+
+    def __post_init__(self) -> None:
+        self.etag = self.fresh_etag()
+
+    def fresh_etag(self) -> str:
+        return new_guid()
 
 
 @dataclass
@@ -176,6 +244,8 @@ class ResourceGroup:
     nsgs: dict[str, Nsg] = field(default_factory=dict)  # each kind by lower-case name
     vnets: dict[str, Vnet] = field(default_factory=dict)
     nics: dict[str, Nic] = field(default_factory=dict)
+    firewalls: dict[str, Firewall] = field(default_factory=dict)
+    firewall_policies: dict[str, FirewallPolicy] = field(default_factory=dict)
 
     @property
     def id(self) -> str:

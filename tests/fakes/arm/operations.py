@@ -22,11 +22,13 @@ from urllib.parse import quote
 
 from tests.fakes.arm.errors import ArmError, Json
 from tests.fakes.arm.faults import Faults
-from tests.fakes.arm.model import Resource, new_etag
+from tests.fakes.arm.model import Resource
 from tests.fakes.arm.routing import Answer, Headers, Request, Route, Settings
 
 OPERATION_READ = "Microsoft.Network/locations/operations/read"
 OPERATION_RESULT_READ = "Microsoft.Network/locations/operationResults/read"
+# Not verified against Azure: the action ARM checks for a firewall policy's operation status.
+NFV_OPERATION_READ = "Microsoft.Network/locations/nfvOperations/read"
 
 _LOCATION = ("subscriptions", None, "providers", "microsoft.network", "locations", None)
 
@@ -43,6 +45,7 @@ class Operation:
     error: Json | None = None
     done: bool = False
     on_finish: Callable[[Operation], None] | None = None  # the kind's part of finishing
+    poll: str = "operations"  # the status URL's collection: operations or nfvOperations
 
     @property
     def status(self) -> str:
@@ -58,6 +61,7 @@ class Operations:
         Route((*_LOCATION, "operations", None), "operation", {"GET": OPERATION_READ}),
         Route((*_LOCATION, "operationresults", None), "operation_result",
               {"GET": OPERATION_RESULT_READ}),
+        Route((*_LOCATION, "nfvoperations", None), "nfv_operation", {"GET": NFV_OPERATION_READ}),
     )
 
     def __init__(self, settings: Settings, faults: Faults) -> None:
@@ -91,17 +95,24 @@ class Operations:
             id=str(uuid.uuid4()), subscription=resource.subscription,
             location=resource.location, api_version=request.api_version, kind=kind,
             resource=resource, ready_at=time.monotonic() + self._settings.op_delay,
-            error=self._faults.take_operation_failure(), on_finish=on_finish)
+            error=self._faults.take_operation_failure(), on_finish=on_finish,
+            poll=resource.poll)
         resource.operation = operation
         resource.state = state
-        resource.etag = new_etag()
+        resource.etag = resource.fresh_etag()
         self._operations[operation.id] = operation
         self._pending.append(operation)
         return operation
 
-    def async_headers(self, operation: Operation, *, location: bool = False) -> Headers:
-        """What an accepted write answers with: where to poll, and how soon."""
-        headers = [("Azure-AsyncOperation", self._url(operation))]
+    def async_headers(self, operation: Operation, *, location: bool = False,
+                      notification: bool = False) -> Headers:
+        """What an accepted write answers with: where to poll, and how soon.
+
+        `notification`: `Azure-AsyncNotification: Enabled` too, as recorded for firewalls.
+        """
+        headers = [("Azure-AsyncOperation", self._url(operation, operation.poll))]
+        if notification:
+            headers.append(("Azure-AsyncNotification", "Enabled"))
         if location:
             headers.append(("Location", self._url(operation, "operationResults")))
         headers.append(("Retry-After", str(self._settings.retry_after)))
@@ -116,7 +127,7 @@ class Operations:
         return ArmError(409, "AnotherOperationInProgress",
                         "Another operation on this or dependent resource is in progress. To "
                         "retrieve status of the operation use uri: "
-                        f"{self._url(operation)}.")
+                        f"{self._url(operation, operation.poll)}.")
 
     # -- time ----------------------------------------------------------------------------
 
@@ -144,7 +155,7 @@ class Operations:
         if operation is None or operation.subscription.lower() != request.params[0].lower():
             raise ArmError(404, "NotFound", f"Operation {request.params[2]} not found.")
         retry = [("Retry-After", str(self._settings.retry_after))]
-        if request.route is not None and request.route.name == "operation":
+        if request.route is not None and request.route.name in ("operation", "nfv_operation"):
             body: Json = {"status": operation.status}
             if operation.error:
                 body["error"] = {**operation.error, "details": []}
@@ -163,12 +174,16 @@ class Operations:
 
 
 def check_preconditions(request: Request, current_etag: str | None) -> None:
-    """`If-Match` and `If-None-Match` against the resource's etag (None: it does not exist)."""
+    """`If-Match` and `If-None-Match` against the resource's etag (None: it does not exist).
+
+    A bare-GUID etag (firewall policies) matches with or without quotes: the body gives it
+    bare, the `ETag` header quoted.
+    """
     exists = current_etag is not None
     if_match = request.headers.get("If-Match")
     if_none_match = request.headers.get("If-None-Match")
-    if if_match is not None and not (
-            exists and (if_match.strip() == "*" or if_match.strip() == current_etag)):
+    accepted = {"*", current_etag, f'"{current_etag}"'}
+    if if_match is not None and not (exists and if_match.strip() in accepted):
         raise ArmError(412, "PreconditionFailed",
                        f"Precondition failed: If-Match {if_match} does not match the "
                        f"current etag {current_etag or '(no such resource)'}.")

@@ -18,6 +18,8 @@ import trustme
 
 from tests.fakes.arm.errors import Json
 from tests.fakes.arm.faults import Faults
+from tests.fakes.arm.firewall_policies import FirewallPolicies
+from tests.fakes.arm.firewalls import Firewalls
 from tests.fakes.arm.gateway import Call, Gateway, Observer
 from tests.fakes.arm.model import Resources
 from tests.fakes.arm.network import Networks
@@ -28,7 +30,7 @@ from tests.fakes.local_server import LocalServer
 
 
 class ArmEmulator(LocalServer):
-    """Azure Resource Manager for NSGs on https://127.0.0.1:<port>; a context manager.
+    """Azure Resource Manager for NSGs and firewalls on https://127.0.0.1:<port>; a context manager.
 
     `op_delay`: seconds before an accepted write's operation finishes (0: by the next request).
     `retry_after`: the `Retry-After` on asynchronous answers, whole seconds (ARM says 10). The
@@ -52,7 +54,10 @@ class ArmEmulator(LocalServer):
         self._operations = Operations(self._settings, self.faults)
         self._nsgs = NetworkSecurityGroups(self._resources, self._operations, self._settings)
         self._networks = Networks(self._resources, self._settings)
-        self._gateway = Gateway(self._lock, (self._networks, self._nsgs), self._operations,
+        self._firewalls = Firewalls(self._resources, self._operations, self._settings)
+        self._policies = FirewallPolicies(self._resources, self._operations, self._settings)
+        self._gateway = Gateway(self._lock, (self._networks, self._nsgs, self._firewalls,
+                                             self._policies), self._operations,
                                 self.faults, ArmEmulator.observers)
 
         self._ca = trustme.CA()
@@ -173,7 +178,85 @@ class ArmEmulator(LocalServer):
             return self._networks.add_nic(subscription_id, resource_group, name, subnet_id,
                                           private_ip, nsg_id, vm_id, location).id
 
+    def add_firewall(self, subscription_id: str, resource_group: str, name: str, *,
+                     public_ip: str | None = None, location: str = "westeurope",
+                     nat_collections: Iterable[Json] = (),
+                     network_collections: Iterable[Json] = (),
+                     application_collections: Iterable[Json] = ()) -> str:
+        """Create (or replace) an Azure Firewall with classic rule collections; returns its id.
+
+        Collections are ARM objects `{"name", "properties": {"priority", "action", "rules"}}`,
+        checked as a PUT checks them (ValueError otherwise). `public_ip`: the address of the
+        firewall's public IP (its ipConfigurations then name one); `firewall_public_ip` reads it.
+        """
+        with self._lock:
+            return self._firewalls.add_firewall(
+                subscription_id, resource_group, name, location, public_ip,
+                {"natRuleCollections": nat_collections,
+                 "networkRuleCollections": network_collections,
+                 "applicationRuleCollections": application_collections}).id
+
+    def add_firewall_policy(self, subscription_id: str, resource_group: str, name: str,
+                            location: str = "westeurope",
+                            properties: Mapping[str, Any] | None = None) -> str:
+        """Create (or replace, without its groups) a firewall policy; returns its id.
+
+        `properties`: more policy properties, echoed as given (e.g. dnsSettings).
+        """
+        with self._lock:
+            return self._policies.add_policy(subscription_id, resource_group, name, location,
+                                             properties).id
+
+    def add_rule_collection_group(self, subscription_id: str, resource_group: str, policy: str,
+                                  name: str, priority: int,
+                                  collections: Iterable[Json] = ()) -> Json:
+        """Plant a rule collection group in a seeded policy, as another tool would; its JSON.
+
+        `collections`: ARM `ruleCollections` entries, checked as a PUT checks them.
+        """
+        with self._lock:
+            target = self._policies.policy(subscription_id, resource_group, policy)
+            return self._policies.render_group(
+                self._policies.add_group(target, name, priority, collections))
+
     # -- reading back (no HTTP) ----------------------------------------------------------
+
+    def firewall(self, subscription_id: str, resource_group: str, name: str) -> Json:
+        """The firewall's ARM JSON as a GET returns it; KeyError if there is none."""
+        with self._lock:
+            self._operations.settle()
+            return self._firewalls.render(
+                self._firewalls.firewall(subscription_id, resource_group, name))
+
+    def firewall_public_ip(self, subscription_id: str, resource_group: str,
+                           name: str) -> str | None:
+        """The public IP address the firewall was seeded with, if any."""
+        with self._lock:
+            return self._firewalls.firewall(subscription_id, resource_group, name).public_ip
+
+    def nat_collection(self, subscription_id: str, resource_group: str, firewall: str,
+                       name: str) -> Json | None:
+        """One classic NAT rule collection's ARM JSON (as in the firewall's GET), or None."""
+        collections = self.firewall(subscription_id, resource_group,
+                                    firewall)["properties"]["natRuleCollections"]
+        return next((item for item in collections if item["name"].lower() == name.lower()),
+                    None)
+
+    def firewall_policy(self, subscription_id: str, resource_group: str, name: str) -> Json:
+        """The policy's ARM JSON as a GET returns it; KeyError if there is none."""
+        with self._lock:
+            self._operations.settle()
+            return self._policies.render_policy(
+                self._policies.policy(subscription_id, resource_group, name))
+
+    def rule_collection_group(self, subscription_id: str, resource_group: str, policy: str,
+                              name: str) -> Json | None:
+        """One rule collection group's ARM JSON, or None; KeyError if the policy is missing."""
+        with self._lock:
+            self._operations.settle()
+            target = self._policies.policy(subscription_id, resource_group, policy)
+            rule_group = target.groups.get(name.lower())
+            return self._policies.render_group(rule_group) if rule_group else None
 
     def nsg(self, subscription_id: str, resource_group: str, name: str) -> Json:
         """The NSG's ARM JSON as a GET returns it; KeyError if there is none."""
