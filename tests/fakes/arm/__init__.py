@@ -20,24 +20,45 @@ changes when a write starts and when it ends, and every rule carries the NSG's e
 validated the way the network provider does it. Around the NSGs, the network they protect
 (virtual networks, subnets, network interfaces) can be seeded and read.
 
+Azure Firewalls answer like ARM as recorded (tests/fakes/reference/azure-firewall/, checked by
+tests/integration/test_arm_firewall_conformance.py), through the same operations, faults and
+`If-Match`:
+
+    arm.add_firewall(SUB, "rg-edge", "fw-edge", public_ip="198.51.100.10")
+    client.azure_firewalls.begin_create_or_update("rg-edge", "fw-edge", firewall).result()
+    arm.nat_collection(SUB, "rg-edge", "fw-edge", "jit")     # as the firewall's GET shows it
+
+- classic rules: `azureFirewalls/{name}` is read and PUT whole (201/200 "Updating",
+  `Azure-AsyncOperation`, `Azure-AsyncNotification: Enabled`; DELETE 202); its etag, W/"<guid>",
+  changes when a write starts and ends and is on every collection; NAT collections are
+  validated (action Dnat|Snat, "DNAT" accepted and echoed "Dnat", priority 100-65000, names
+  unique in the firewall, priorities per kind of collection, rule fields).
+- firewall policies (seeded, GET only) and their `ruleCollectionGroups/{name}` (GET, list, PUT
+  of the whole group 201/200 polled at .../nfvOperations/{id}, DELETE): the etag is a bare GUID
+  that changes per PUT; one group write at a time per policy; NAT collections
+  (FirewallPolicyNatRuleCollection, NatRule with ipProtocols) validated as the classic ones.
+
 The modules, one job each:
 - server.py: `ArmEmulator`, the HTTPS server, its knobs, seeding and reading back without HTTP.
 - gateway.py: ARM's front door: authentication, api-version, throttling, routing, ARM's
   headers, and the record of every request (`Call`) with the ARM action it stands for.
 - routing.py: requests, routes (path patterns and their ARM actions), list pages.
-- model.py: the resources: resource groups, NSGs and rules, virtual networks, subnets, NICs.
+- model.py: the resources: resource groups, NSGs and rules, virtual networks, subnets, NICs,
+  firewalls, firewall policies and their rule collection groups.
 - nsgs.py, network.py: each kind of resource: its routes, its HTTP answers, its ARM JSON.
 - security_rules.py: a rule's validation and stored form, the default rules.
+- firewalls.py, firewall_policies.py: Azure Firewalls, firewall policies and their rule
+  collection groups; firewall_rules.py: their rule collections' validation and stored form.
 - operations.py: long-running operations (Azure-AsyncOperation / Location polling), the one
   writer per resource, `If-Match`.
 - faults.py: `Faults`, switches for 429 with Retry-After, AnotherOperationInProgress and
   injected failures.
 - errors.py: ARM's error answers.
 
-A new kind of resource (an Azure Firewall, a firewall policy) is a dataclass in model.py, a
-dict for it in `ResourceGroup`, a module like nsgs.py (routes, `serve`, seeding, JSON), and its
-place in `ArmEmulator.__init__`'s list of kinds; operations, faults and the gateway serve it as
-they are.
+A new kind of resource is a dataclass in model.py, a dict for it in `ResourceGroup`, a module
+like nsgs.py (routes, `serve`, seeding, JSON), and its place in `ArmEmulator.__init__`'s list
+of kinds; operations, faults and the gateway serve it as they are (firewalls.py and
+firewall_policies.py were added that way).
 
 Choices where Azure's exact answer is not on record (each marked in the code):
 - A rule request (GET, PUT, DELETE, list) under an NSG that does not exist answers 404
@@ -51,10 +72,14 @@ Choices where Azure's exact answer is not on record (each marked in the code):
 - A failed operation leaves the rule and the NSG in provisioningState "Failed".
 - A subscription-wide list in a subscription the emulator holds no resource group of answers
   404 SubscriptionNotFound.
+- Firewall validation errors (codes and wording, firewall_rules.py); a group request under a
+  missing policy answers 404 naming the policy; the ARM action of an nfvOperations poll.
 """
 
 from tests.fakes.arm.errors import ArmError
 from tests.fakes.arm.faults import Faults
+from tests.fakes.arm.firewall_policies import GROUP_DELETE, GROUP_READ, GROUP_WRITE, POLICY_READ
+from tests.fakes.arm.firewalls import FIREWALL_DELETE, FIREWALL_READ, FIREWALL_WRITE
 from tests.fakes.arm.gateway import Call
 from tests.fakes.arm.network import NIC_READ, SUBNET_READ, VNET_READ
 from tests.fakes.arm.nsgs import (
@@ -67,13 +92,41 @@ from tests.fakes.arm.nsgs import (
     RULE_TYPE,
     RULE_WRITE,
 )
-from tests.fakes.arm.operations import OPERATION_READ, OPERATION_RESULT_READ
+from tests.fakes.arm.operations import (
+    NFV_OPERATION_READ,
+    OPERATION_READ,
+    OPERATION_RESULT_READ,
+)
 from tests.fakes.arm.security_rules import DEFAULT_RULES, MAX_RULES, rule_properties
 from tests.fakes.arm.server import ArmEmulator
 
 __all__ = [
-    "DEFAULT_RULES", "MAX_RULES", "NIC_READ", "NSG_DELETE", "NSG_READ", "NSG_TYPE", "NSG_WRITE",
-    "OPERATION_READ", "OPERATION_RESULT_READ", "RULE_DELETE", "RULE_READ", "RULE_TYPE",
-    "RULE_WRITE", "SUBNET_READ", "VNET_READ", "ArmEmulator", "ArmError", "Call", "Faults",
+    "DEFAULT_RULES",
+    "FIREWALL_DELETE",
+    "FIREWALL_READ",
+    "FIREWALL_WRITE",
+    "GROUP_DELETE",
+    "GROUP_READ",
+    "GROUP_WRITE",
+    "MAX_RULES",
+    "NFV_OPERATION_READ",
+    "NIC_READ",
+    "NSG_DELETE",
+    "NSG_READ",
+    "NSG_TYPE",
+    "NSG_WRITE",
+    "OPERATION_READ",
+    "OPERATION_RESULT_READ",
+    "POLICY_READ",
+    "RULE_DELETE",
+    "RULE_READ",
+    "RULE_TYPE",
+    "RULE_WRITE",
+    "SUBNET_READ",
+    "VNET_READ",
+    "ArmEmulator",
+    "ArmError",
+    "Call",
+    "Faults",
     "rule_properties",
 ]

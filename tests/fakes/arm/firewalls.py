@@ -150,8 +150,7 @@ class Firewalls:
             return Answer(204)
         operation = self._operations.start(request, firewall, "delete", "Deleting",
                                            self._deleted)
-        return Answer(202, None, self._operations.async_headers(operation, location=True,
-                                                                notification=True))
+        return Answer(202, None, self._operations.async_headers(operation, location=True))
 
     def _put(self, request: Request, group: ResourceGroup, name: str,
              firewall: Firewall | None) -> Answer:
@@ -174,7 +173,7 @@ class Firewalls:
         group.firewalls[name.lower()] = firewall
         operation = self._operations.start(request, firewall, "put", "Updating", self._written)
         return Answer(201 if creating else 200, self.render(firewall),
-                      self._operations.async_headers(operation, notification=True))
+                      self._operations.async_headers(operation))
 
     @staticmethod
     def _collections(wanted: Mapping[str, Any]) -> dict[str, list[Json]]:

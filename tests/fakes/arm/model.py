@@ -86,6 +86,7 @@ class Resource:
 
     resource_type: ClassVar[str]  # as in ids, e.g. "networkSecurityGroups"
     poll: ClassVar[str] = "operations"  # where its operations are polled: .../locations/{l}/{poll}
+    notifies: ClassVar[bool] = False  # its writes answer `Azure-AsyncNotification: Enabled`
 
     subscription: str
     resource_group: str
@@ -134,6 +135,7 @@ class Firewall(Resource):
     `{"name", "properties": {"priority", "action", "rules"}}` in the order given."""
 
     resource_type: ClassVar[str] = "azureFirewalls"
+    notifies: ClassVar[bool] = True  # as recorded
 
     tags: Json | None = None
     sku: Json = field(default_factory=lambda: {"name": "AZFW_VNet", "tier": "Standard"})

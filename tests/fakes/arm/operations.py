@@ -46,6 +46,7 @@ class Operation:
     done: bool = False
     on_finish: Callable[[Operation], None] | None = None  # the kind's part of finishing
     poll: str = "operations"  # the status URL's collection: operations or nfvOperations
+    notifies: bool = False  # answers carry `Azure-AsyncNotification: Enabled` (firewalls)
 
     @property
     def status(self) -> str:
@@ -96,7 +97,7 @@ class Operations:
             location=resource.location, api_version=request.api_version, kind=kind,
             resource=resource, ready_at=time.monotonic() + self._settings.op_delay,
             error=self._faults.take_operation_failure(), on_finish=on_finish,
-            poll=resource.poll)
+            poll=resource.poll, notifies=resource.notifies)
         resource.operation = operation
         resource.state = state
         resource.etag = resource.fresh_etag()
@@ -104,14 +105,10 @@ class Operations:
         self._pending.append(operation)
         return operation
 
-    def async_headers(self, operation: Operation, *, location: bool = False,
-                      notification: bool = False) -> Headers:
-        """What an accepted write answers with: where to poll, and how soon.
-
-        `notification`: `Azure-AsyncNotification: Enabled` too, as recorded for firewalls.
-        """
+    def async_headers(self, operation: Operation, *, location: bool = False) -> Headers:
+        """What an accepted write answers with: where to poll, and how soon."""
         headers = [("Azure-AsyncOperation", self._url(operation, operation.poll))]
-        if notification:
+        if operation.notifies:
             headers.append(("Azure-AsyncNotification", "Enabled"))
         if location:
             headers.append(("Location", self._url(operation, "operationResults")))
@@ -165,7 +162,9 @@ class Operations:
                                       *retry])
         if operation.error:
             raise ArmError(500, operation.error["code"], operation.error["message"])
-        return Answer(204)
+        # As recorded for a firewall's DELETE: the final 204 still names both status URLs.
+        headers = self.async_headers(operation, location=True)
+        return Answer(204, None, [item for item in headers if item[0] != "Retry-After"])
 
     def _url(self, operation: Operation, kind: str = "operations") -> str:
         return (f"{self._settings.url}/subscriptions/{operation.subscription}/providers/"
