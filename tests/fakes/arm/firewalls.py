@@ -115,7 +115,7 @@ class Firewalls:
     @staticmethod
     def _render_ip(firewall: Firewall, item: Json) -> Json:
         name = str(item.get("name") or "")
-        return {"name": name, "id": f"{firewall.id}/azureFirewallIpConfigurations/{name}",
+        return {"name": name, "id": f"{firewall.id}/ipConfigurations/{name}",
                 "etag": firewall.etag, "type": IP_CONFIGURATION_TYPE,
                 "properties": {"provisioningState": firewall.state,
                                **(item.get("properties") or {})}}
