@@ -20,6 +20,7 @@ import requests
 import yaml
 
 from tests.fakes.arm import ArmEmulator
+from tests.support.conformance import assert_contains
 
 REFERENCE = Path(__file__).parents[1] / "fakes" / "reference" / "azure"
 RECORDING = REFERENCE / "azure-sdk-python_test_network_security_groups.yaml"
@@ -137,21 +138,6 @@ def _keys(value: Any) -> Any:
     if isinstance(value, list):
         return [_keys(value[0])] if value else []
     return None
-
-
-def _assert_contains(expected: Any, actual: Any, path: str = "$") -> None:
-    """Every key and value of `expected` (a vendor example, abridged) is in `actual`."""
-    if isinstance(expected, dict):
-        assert isinstance(actual, dict), path
-        for key, item in expected.items():
-            assert key in actual, f"{path}.{key} missing"
-            _assert_contains(item, actual[key], f"{path}.{key}")
-    elif isinstance(expected, list):
-        assert isinstance(actual, list) and len(actual) == len(expected), path
-        for index, (item, other) in enumerate(zip(expected, actual, strict=True)):
-            _assert_contains(item, other, f"{path}[{index}]")
-    else:
-        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
 
 # -- the recorded traffic -----------------------------------------------------------------------
@@ -290,10 +276,10 @@ def test_rule_create_example(arm_emulator: ArmEmulator, session: requests.Sessio
     # The example claims "Succeeded" in the 201 body; the recording shows real ARM says
     # "Updating" until the operation ends, and the emulator follows the recording.
     expected = example["responses"]["201"]["body"]
-    _assert_contains({**expected, "properties": _without_state(expected["properties"])},
+    assert_contains({**expected, "properties": _without_state(expected["properties"])},
                      created.json())
     assert created.json()["properties"]["provisioningState"] == "Updating"
-    _assert_contains(example["responses"]["200"]["body"], fetched.json())
+    assert_contains(example["responses"]["200"]["body"], fetched.json())
 
 
 def test_rule_get_example(arm_emulator: ArmEmulator, session: requests.Session) -> None:
@@ -303,7 +289,7 @@ def test_rule_get_example(arm_emulator: ArmEmulator, session: requests.Session) 
     fetched = session.get(_url(arm_emulator, parameters, parameters["securityRuleName"]))
 
     assert fetched.status_code == 200
-    _assert_contains(example["responses"]["200"]["body"], fetched.json())
+    assert_contains(example["responses"]["200"]["body"], fetched.json())
 
 
 def test_rule_list_example(arm_emulator: ArmEmulator, session: requests.Session) -> None:
@@ -313,7 +299,7 @@ def test_rule_list_example(arm_emulator: ArmEmulator, session: requests.Session)
     listed = session.get(_url(arm_emulator, parameters, list_rules=True))
 
     assert listed.status_code == 200
-    _assert_contains(example["responses"]["200"]["body"], listed.json())
+    assert_contains(example["responses"]["200"]["body"], listed.json())
     assert set(listed.json()) == {"value"}  # no nextLink without paging
 
 
@@ -351,7 +337,7 @@ def test_nsg_get_example(arm_emulator: ArmEmulator, session: requests.Session) -
     fetched = session.get(_url(arm_emulator, parameters))
 
     assert fetched.status_code == 200
-    _assert_contains(body, fetched.json())
+    assert_contains(body, fetched.json())
 
 
 def test_nsg_create_with_rule_example(arm_emulator: ArmEmulator,
@@ -367,4 +353,4 @@ def test_nsg_create_with_rule_example(arm_emulator: ArmEmulator,
 
     assert created.status_code == 201
     assert created.json()["properties"]["provisioningState"] == "Updating"  # as recorded
-    _assert_contains(example["responses"]["200"]["body"], fetched.json())
+    assert_contains(example["responses"]["200"]["body"], fetched.json())

@@ -23,6 +23,7 @@ import requests
 import yaml
 
 from tests.fakes.arm import ArmEmulator
+from tests.support.conformance import assert_contains
 
 REFERENCE = Path(__file__).parents[1] / "fakes" / "reference" / "azure-firewall"
 CLASSIC = REFERENCE / "cli-recording-firewall-classic-rules.yaml"
@@ -202,20 +203,8 @@ def _example(name: str) -> dict[str, Any]:
 
 
 def _assert_contains(expected: Any, actual: Any, path: str = "$") -> None:
-    if isinstance(expected, dict):
-        assert isinstance(actual, dict), path
-        for key, item in expected.items():
-            assert key in actual, f"{path}.{key} missing"
-            _assert_contains(item, actual[key], f"{path}.{key}")
-    elif isinstance(expected, list):
-        assert isinstance(actual, list) and len(actual) == len(expected), path
-        for index, (item, other) in enumerate(zip(expected, actual, strict=True)):
-            _assert_contains(item, other, f"{path}[{index}]")
-    elif isinstance(expected, str) and path.endswith(".action.type"):
-        # The examples say "DNAT"; recorded ARM answers "Dnat" (the emulator follows it).
-        assert actual.lower() == expected.lower(), path
-    else:
-        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+    # The examples say "DNAT"; recorded ARM answers "Dnat" (the emulator follows it).
+    assert_contains(expected, actual, path, case_blind=(".action.type",))
 
 
 @pytest.fixture
