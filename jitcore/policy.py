@@ -72,25 +72,71 @@ class AwsLocation:
 
 
 @dataclass(frozen=True, slots=True)
+class AzureFirewall:
+    """An Azure Firewall in front of a target: a grant is a DNAT rule forwarding a mapped port
+    of `public_ip` to the target's destination and port. Classic rules (a NAT rule collection
+    in the firewall itself) unless `policy` names the Firewall Policy that manages it."""
+
+    subscription_id: str
+    name: str
+    resource_group: str
+    public_ip: str
+    mapped_ports: tuple[int, int]
+    policy: str | None = None  # a Firewall Policy in `resource_group`: policy mode
+    # The firewall's own subnet (AzureFirewallSubnet): DNAT also translates the source to one
+    # of the firewall's addresses there, so an NSG behind the firewall must allow it.
+    source_range: str | None = None
+
+    @property
+    def firewall_id(self) -> str:
+        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.Network/azureFirewalls/{self.name}")
+
+    @property
+    def policy_id(self) -> str | None:
+        if self.policy is None:
+            return None
+        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.Network/firewallPolicies/{self.policy}")
+
+    @property
+    def scope(self) -> str:
+        """Where jit's DNAT rules live (and mapped ports are unique): the firewall, or the
+        policy that manages it."""
+        return self.policy_id or self.firewall_id
+
+    @property
+    def mode(self) -> str:
+        return "policy" if self.policy else "classic"
+
+
+@dataclass(frozen=True, slots=True)
 class AzureLocation:
     subscription_id: str
     resource_group: str
-    network_security_group: str
+    network_security_group: str | None
     destination: str
     priority_band: tuple[int, int] = (100, 199)
     cloud: str = "public"
     arm_endpoint: str | None = None
+    firewall: AzureFirewall | None = None
 
     @property
     def resource(self) -> str:
-        return (
-            f"azure {self.subscription_id}/{self.resource_group}/"
-            f"{self.network_security_group} -> {self.destination}"
-        )
+        via = []
+        if self.firewall is not None:
+            via.append(f"firewall {self.firewall.name} {self.firewall.public_ip}")
+        if self.network_security_group is not None:
+            via.append(str(self.network_security_group))
+        return f"azure {self.subscription_id}/{self.resource_group}/{' + '.join(via)} " \
+               f"-> {self.destination}"
 
     @property
     def nsg_id(self) -> str:
-        """The NSG's ARM resource id: the scope of jit's rules and priority reservations."""
+        """The NSG's ARM resource id: the scope of jit's rules and priority reservations.
+        A firewall-only target has none: "" (nothing is written to an NSG for it)."""
+        if self.network_security_group is None:
+            return ""
         return (
             f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
             f"/providers/Microsoft.Network/networkSecurityGroups/{self.network_security_group}"

@@ -32,6 +32,7 @@ from jitcore.policy import (
     ANYONE,
     AutoApprove,
     AwsLocation,
+    AzureFirewall,
     AzureLocation,
     Location,
     Policy,
@@ -178,6 +179,18 @@ def _https_url(value: object) -> str:
     return text
 
 
+def _mapped_ports(value: object) -> tuple[int, int]:
+    if not (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise ValueError("must be two port numbers [low, high], e.g. [50000, 50999]")
+    low, high = value
+    if not (1 <= low <= 65535 and 1 <= high <= 65535):
+        raise ValueError(f"[{low}, {high}] is outside 1..65535")
+    if low > high:
+        raise ValueError(f"[{low}, {high}] has its low end above its high end")
+    return low, high
+
+
 def _priority_band(value: object) -> tuple[int, int]:
     if not (isinstance(value, list) and len(value) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
@@ -217,6 +230,9 @@ ResourceGroup = Annotated[str, _matching(
     r"[-\w.()]{0,89}[-\w()]", "an Azure resource group name")]
 NsgName = Annotated[str, _matching(
     r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?", "an Azure network security group name")]
+FirewallName = Annotated[str, _matching(
+    r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?",
+    "an Azure firewall or firewall policy name")]
 
 
 # --- the file's shape ------------------------------------------------------------------
@@ -253,14 +269,36 @@ class AwsSpec(Spec):
         return self
 
 
+class FirewallSpec(Spec):
+    name: FirewallName
+    resource_group: ResourceGroup
+    public_ip: Annotated[str, PlainValidator(_ip_address)]
+    mapped_ports: Annotated[tuple[int, int], PlainValidator(_mapped_ports)]
+    policy: FirewallName | None = None
+    source_range: Annotated[IPNetwork, PlainValidator(_cidr)] | None = None
+
+
 class AzureSpec(Spec):
     subscription_id: Annotated[str, PlainValidator(_uuid)]
     resource_group: ResourceGroup
-    network_security_group: NsgName
+    network_security_group: NsgName | None = None
     destination: Annotated[str, PlainValidator(_ip_address)]
     priority_band: Annotated[tuple[int, int], PlainValidator(_priority_band)] = (100, 199)
     cloud: Literal["public", "usgov", "china"] = "public"
     arm_endpoint: Annotated[str, PlainValidator(_https_url)] | None = None
+    firewall: FirewallSpec | None = None
+
+    @model_validator(mode="after")
+    def _some_way_in(self) -> Self:
+        if self.network_security_group is None and self.firewall is None:
+            raise ValueError("needs a network_security_group, a firewall, or both")
+        if (self.network_security_group is not None and self.firewall is not None
+                and self.firewall.source_range is None):
+            raise ValueError(
+                "names both a firewall and a network_security_group: give the firewall's "
+                "source_range (its AzureFirewallSubnet prefix, e.g. 10.0.1.0/26), the source "
+                "the NSG must allow, since the firewall's DNAT also translates the source")
+        return self
 
 
 class PortSpec(Spec):
@@ -438,6 +476,16 @@ def _to_location(spec: TargetSpec) -> Location:
         priority_band=azure.priority_band,
         cloud=azure.cloud,
         arm_endpoint=azure.arm_endpoint,
+        firewall=None if azure.firewall is None else AzureFirewall(
+            subscription_id=azure.subscription_id,
+            name=azure.firewall.name,
+            resource_group=azure.firewall.resource_group,
+            public_ip=azure.firewall.public_ip,
+            mapped_ports=azure.firewall.mapped_ports,
+            policy=azure.firewall.policy,
+            source_range=(str(azure.firewall.source_range)
+                          if azure.firewall.source_range is not None else None),
+        ),
     )
 
 
