@@ -18,6 +18,7 @@ from pydantic_core import ErrorDetails
 
 from jitcore.errors import PolicyError, PolicyProblems
 from jitcore.policy import Policy
+from jitcore.policy_fields import kind_of, must_be
 from jitcore.policy_schema import (
     MAX_VALUES,
     AutoApproveSpec,
@@ -30,8 +31,6 @@ from jitcore.policy_schema import (
     SlackSpec,
     Spec,
     TargetSpec,
-    kind_of,
-    must_be,
     to_policy,
 )
 

@@ -93,16 +93,8 @@ class AzureProvider(AzureLockdownSupport):
 
     def close_rules(self, target: Target, scope: str, refs: Sequence[str]) -> dict[str, bool]:
         location = azure_location(target)
-        results: dict[str, bool] = {}
         with translated(location):
-            for name in refs:
-                try:
-                    results[name] = self._nsg.delete(location, name)
-                except HttpResponseError as exc:
-                    if error_code(exc) not in _NSG_GONE:
-                        raise
-                    return {**dict.fromkeys(refs, False), **results}  # the NSG is gone
-        return results
+            return self._nsg.delete_many(location, refs)
 
     def present_rules(self, target: Target, scope: str, refs: Sequence[str]) -> set[str]:
         wanted = set(refs)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
@@ -27,7 +27,6 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline import PipelineResponse
 from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.network.models import SecurityRule
 
@@ -40,6 +39,7 @@ from jitcore.errors import (
     TransientProviderError,
 )
 from jitcore.policy import AzureLocation, Target
+from jitcore.providers.coalesce import Coalescer
 
 RULE_PREFIX = "jit-"
 # ARM's protocol names for jit's.
@@ -57,8 +57,6 @@ NOT_FOUND = frozenset({"ResourceNotFound", "ResourceGroupNotFound", "Subscriptio
 DENIED = frozenset({"AuthorizationFailed", "AuthenticationFailed", "InvalidAuthenticationToken",
                     "InvalidAuthenticationTokenTenant", "LinkedAuthorizationFailed"})
 _FULL = frozenset({"SecurityRuleCountLimitReached"})
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,74 +111,140 @@ class ArmClients:
         return credential
 
 
+@dataclass(frozen=True, slots=True)
+class _Put:
+    name: str
+    rule: SecurityRule
+
+
+@dataclass(frozen=True, slots=True)
+class _Delete:
+    names: tuple[str, ...]
+
+
+_Change = tuple[AzureLocation, _Put | _Delete]
+
+
 class NsgRules:
-    """The security rules of the NSG a location names: listed, put and deleted, with one
-    write per NSG at a time from this process, retried while ARM is busy.
+    """The security rules of the NSG a location names: listed, put and deleted.
+
+    Writes coalesce (coalesce.py): every put and delete waiting on one NSG goes out as one
+    PUT of the whole NSG, read just before and sent with `If-Match`, so that every other
+    rule is carried over exactly; a 412 (someone else wrote in between) re-reads and
+    applies the batch again, and `AnotherOperationInProgress` is retried with jittered
+    backoff, honouring `Retry-After`. A priority already held by another rule of the same
+    direction is `SlotTaken` for that rule alone. A batch ARM refuses outright (400) is
+    written again one change at a time, so that one bad rule fails alone.
 
     `polling_interval` is how long to wait between polls of an async operation when ARM does
-    not say (it normally sends `Retry-After`). Writes are not translated here: the caller
-    wraps them in `translated`, naming what it was doing.
+    not say (it normally sends `Retry-After`). Reads are translated here; writes are not:
+    the caller wraps them in `translated`, naming what it was doing.
     """
 
     def __init__(self, clients: ArmClients, polling_interval: float, backoff: Backoff) -> None:
         self._clients = clients
         self._polling_interval = polling_interval
         self._backoff = backoff
-        self._lock = threading.Lock()
-        self._writers: dict[str, threading.Lock] = {}
+        self.writes: Coalescer[_Change, object] = Coalescer(self._write_batch)
 
     def rules(self, location: AzureLocation) -> list[SecurityRule]:
         client = self._clients.client(location)
         with translated(location):
             return list(client.security_rules.list(location.resource_group,
-                                                   location.network_security_group))
+                                                   nsg_name(location)))
 
     def put(self, location: AzureLocation, name: str, rule: SecurityRule) -> None:
         """Create or replace the rule `name`."""
-        client = self._clients.client(location)
-        self._write(location, lambda: client.security_rules.begin_create_or_update(
-            location.resource_group, location.network_security_group, name, rule,
-            polling_interval=self._polling_interval).result())
+        self.writes.submit(location.nsg_id.lower(), (location, _Put(name, rule)))
 
     def delete(self, location: AzureLocation, name: str) -> bool:
-        """Remove one rule; True if it was there (ARM answered 200/202), False if not (204)."""
-        client = self._clients.client(location)
-        statuses: list[int] = []
+        """Remove one rule; True if it was there, False if not."""
+        return self.delete_many(location, [name])[name]
 
-        def first_answer(response: PipelineResponse[Any, Any]) -> None:
-            if not statuses:
-                statuses.append(response.http_response.status_code)
-
-        def delete() -> None:
-            statuses.clear()
-            client.security_rules.begin_delete(
-                location.resource_group, location.network_security_group, name,
-                polling_interval=self._polling_interval,
-                raw_response_hook=first_answer).result()
-
+    def delete_many(self, location: AzureLocation, names: Sequence[str]) -> dict[str, bool]:
+        """Remove these rules (one write with whatever else is waiting); per rule, True if it
+        was there. When the NSG itself is gone, every rule is reported already gone."""
         try:
-            self._write(location, delete)
+            found = self.writes.submit(location.nsg_id.lower(),
+                                       (location, _Delete(tuple(names))))
         except HttpResponseError as exc:
-            if exc.status_code == 404 and error_code(exc) not in NOT_FOUND:
-                return False  # the rule itself is gone
+            if error_code(exc) in NOT_FOUND or exc.status_code == 404:
+                return dict.fromkeys(names, False)
             raise
-        return bool(statuses) and statuses[0] != 204
+        assert isinstance(found, dict)
+        return found
 
-    def _write(self, location: AzureLocation, call: Callable[[], T]) -> T:
-        """One write to an NSG at a time from this process, retried while ARM is busy."""
-        with self._writer(location.nsg_id):
-            for attempt in range(self._backoff.attempts):
-                try:
-                    return call()
-                except HttpResponseError as exc:
-                    if error_code(exc) != BUSY or attempt == self._backoff.attempts - 1:
-                        raise
-                    time.sleep(self._backoff.delay(attempt, _retry_after(exc)))
+    def _write_batch(self, key: str, changes: Sequence[_Change]) -> list[object]:
+        location = changes[0][0]
+        client = self._clients.client(location)
+        for attempt in range(self._backoff.attempts):
+            nsg = client.network_security_groups.get(location.resource_group,
+                                                     nsg_name(location))
+            rules = {str(r.name).lower(): r for r in nsg.security_rules or []}
+            applied = [_apply(rules, change, location) for _, change in changes]
+            outcomes = [outcome for outcome, _ in applied]
+            if not any(dirty for _, dirty in applied):
+                return outcomes  # nothing to write: deletes of rules already gone, conflicts
+            nsg.security_rules = list(rules.values())
+            try:
+                client.network_security_groups.begin_create_or_update(
+                    location.resource_group, nsg_name(location), nsg,
+                    headers={"If-Match": str(nsg.etag)},
+                    polling_interval=self._polling_interval).result()
+            except HttpResponseError as exc:
+                if self._again(exc, attempt):
+                    continue
+                if len(changes) > 1 and not async_failure(exc) and exc.status_code == 400:
+                    return [self._alone(key, change) for change in changes]
+                raise
+            return outcomes
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _writer(self, nsg_id: str) -> threading.Lock:
-        with self._lock:
-            return self._writers.setdefault(nsg_id.lower(), threading.Lock())
+    def _again(self, exc: HttpResponseError, attempt: int) -> bool:
+        """Whether a refused write is worth another read and write: 412 (another writer
+        came between our read and write) at once, a busy NSG after a backoff."""
+        if attempt == self._backoff.attempts - 1:
+            return False
+        if exc.status_code == 412:
+            return True
+        if error_code(exc) == BUSY:
+            time.sleep(self._backoff.delay(attempt, _retry_after(exc)))
+            return True
+        return False
+
+    def _alone(self, key: str, change: _Change) -> object:
+        try:
+            return self._write_batch(key, [change])[0]
+        except HttpResponseError as exc:
+            return exc
+
+
+def _apply(rules: dict[str, SecurityRule], change: _Put | _Delete,
+           location: AzureLocation) -> tuple[object, bool]:
+    """Apply one change to the NSG's rules (by lowercased name): its outcome (for a put,
+    None or SlotTaken; for a delete, which names were there) and whether it changed them."""
+    if isinstance(change, _Delete):
+        found = {name: rules.pop(name.lower(), None) is not None for name in change.names}
+        return found, any(found.values())
+    wanted = change.rule.properties
+    for key, rule in rules.items():
+        p = rule.properties
+        if (key != change.name.lower() and p is not None and wanted is not None
+                and p.priority == wanted.priority
+                and str(getattr(p.direction, "value", p.direction)).lower()
+                == str(getattr(wanted.direction, "value", wanted.direction)).lower()):
+            return SlotTaken(int(wanted.priority or 0),
+                             f"network security group {location.network_security_group} "
+                             f"(resource group {location.resource_group}): rule {rule.name} "
+                             f"already has priority {wanted.priority}"), False
+    rules[change.name.lower()] = change.rule
+    return None, True
+
+
+def nsg_name(location: AzureLocation) -> str:
+    if location.network_security_group is None:
+        raise ProviderError(f"{location.resource} has no network security group")
+    return location.network_security_group
 
 
 # ---- errors ---------------------------------------------------------------------------------

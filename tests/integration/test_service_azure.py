@@ -96,7 +96,7 @@ def test_lifecycle_on_azure(service: JitService, store: Store, clock: ManualCloc
 def test_fifty_concurrent_approvals_on_a_busy_nsg(service: JitService, store: Store,
                                                   emulator: ArmEmulator) -> None:
     emulator.op_delay = 0.01  # ARM refuses a second write while one is in progress
-    emulator.faults.conflict_rate = 0.2  # ...and, on top, 20% of writes: AnotherOperation...
+    emulator.faults.conflict_next(3)  # ...and, on top, the first writes: AnotherOperation...
     grants = [approved(service, source=f"198.51.100.{n + 1}") for n in range(50)]
     results: dict[int, Status] = {}
 
@@ -108,7 +108,6 @@ def test_fifty_concurrent_approvals_on_a_busy_nsg(service: JitService, store: St
         thread.start()
     for thread in threads:
         thread.join(120)
-    emulator.faults.conflict_rate = 0.0
 
     assert results == dict.fromkeys(grants, Status.ACTIVE)
     rules = jit_rules(emulator)
@@ -116,8 +115,16 @@ def test_fifty_concurrent_approvals_on_a_busy_nsg(service: JitService, store: St
     priorities = [r["priority"] for r in rules.values()]
     assert len(set(priorities)) == 50 and all(100 <= p <= 199 for p in priorities)
     busy = [c for c in emulator.calls if c.error_code == "AnotherOperationInProgress"]
-    assert busy, "the emulator should have refused some writes"
+    assert len(busy) == 3, "the emulator should have refused the first three writes"
+    # Opens waiting on one NSG are written together: a handful of PUTs of the whole NSG.
+    assert 1 <= len(nsg_writes(emulator)) <= 6
     assert reservations(store) == 50
+
+
+def nsg_writes(emulator: ArmEmulator) -> list[object]:
+    """Accepted writes of the whole NSG (jit's only kind of write since they coalesce)."""
+    return [c for c in emulator.calls if c.method == "PUT" and c.status in (200, 201)
+            and c.operation == "Microsoft.Network/networkSecurityGroups/write"]
 
 
 def test_band_exhaustion_fails_clearly_and_leaves_nothing(
@@ -145,12 +152,14 @@ def test_a_rule_jit_did_not_make_moves_jit_to_the_next_priority(
     opened = service.open(gid)
     assert opened.status is Status.ACTIVE, opened.error
     assert jit_rules(emulator)[f"jit-{gid}"]["priority"] == 101
-    conflicts = [c for c in emulator.calls if c.error_code == "SecurityRuleConflict"]
-    assert len(conflicts) == 1
+    # The clash is seen in the NSG read before the write: ARM never refuses one, and the
+    # NSG is written once, with the rule at the next priority.
+    assert not [c for c in emulator.calls if c.error_code == "SecurityRuleConflict"]
+    assert len(nsg_writes(emulator)) == 1
     # The next grant skips 100 straight away: the service learnt which priorities are taken.
     second = service.open(approved(service, source="198.51.100.2"))
     assert jit_rules(emulator)[second.rule_ref or ""]["priority"] == 102
-    assert len([c for c in emulator.calls if c.error_code == "SecurityRuleConflict"]) == 1
+    assert len(nsg_writes(emulator)) == 2
 
 
 def test_one_conflict_teaches_every_priority_others_hold(
@@ -161,8 +170,9 @@ def test_one_conflict_teaches_every_priority_others_hold(
     opened = service.open(approved(service))
     assert opened.status is Status.ACTIVE, opened.error
     assert jit_rules(emulator)[f"jit-{opened.id}"]["priority"] == 103
-    # After the first refusal the NSG's rules were read once: no second conflict.
-    assert len([c for c in emulator.calls if c.error_code == "SecurityRuleConflict"]) == 1
+    # After the first clash the NSG's rules were read once: one write, at 103.
+    assert not [c for c in emulator.calls if c.error_code == "SecurityRuleConflict"]
+    assert len(nsg_writes(emulator)) == 1
 
 
 def test_throttling_is_retried_after_the_time_arm_asks(service: JitService,
@@ -196,8 +206,9 @@ def test_a_close_that_keeps_failing_becomes_close_failed_then_succeeds(
         emulator: ArmEmulator) -> None:
     gid = approved(service)
     assert service.open(gid).status is Status.ACTIVE
-    emulator.faults.break_deletes(status=500, code="InternalServerError",
-                                  message="The server encountered an internal error.")
+    # A close is a PUT of the whole NSG without the rule.
+    emulator.faults.break_puts(status=500, code="InternalServerError",
+                               message="The server encountered an internal error.")
 
     clock.advance(timedelta(minutes=31))
     assert service.sweep().failed == [gid]
