@@ -56,7 +56,8 @@ def to_json(machines: Sequence[Machine]) -> list[dict[str, Any]]:
         "private_ip": m.private_ip, "firewalls": list(m.firewalls), "status": str(m.status),
         "exposed": m.exposed, "reason": m.reason, "target": m.target,
         "exposures": [{"port": e.port, "service": e.service, "protocol": e.protocol,
-                       "source": e.source, "firewall": e.firewall, "rule": e.rule}
+                       "source": e.source, "firewall": e.firewall, "rule": e.rule,
+                       "via": e.via or None}
                       for e in m.exposures],
     } for m in machines]
 
@@ -70,14 +71,14 @@ def suggest_policy(machines: Sequence[Machine]) -> str:
     AWS targets name the instance (jit then keeps a group of its own for it); Azure targets
     name the NSG in front of the machine (the network interface's if it has one) and its
     private address. Ports are the exposed managed ports. Merged into a policy that has
-    defaults (approvers), it passes `jitcore.policy_file.parse_policy`.
+    defaults (approvers), it passes `jitcore.policy_file.parse_policy`. A VM exposed through
+    an Azure Firewall alone is left to the operator, with a note: its target's `firewall`
+    section needs the firewall's resource group and a range of mapped ports to choose; for a
+    VM exposed both ways, the DNAT exposures are comments and the NSG target takes the ports
+    its NSG exposes.
     """
-    wanted = [m for m in machines if m.status is Status.NOT_CONFIGURED and m.exposed]
-    # An Azure target needs the VM's address; a NIC without one is left to the operator.
-    addressless = [m for m in wanted if m.cloud == "azure" and not m.private_ip]
-    wanted = [m for m in wanted if m not in addressless]
-    notes = [f"# {m.name} ({m.id}) has no private address: add its target by hand."
-             for m in addressless]
+    wanted, notes = _suggestable([m for m in machines
+                                  if m.status is Status.NOT_CONFIGURED and m.exposed])
     if not wanted:
         return "\n".join(["# No machine outside jit exposes a management port that a target "
                           "could be suggested for.", *notes]) + "\n"
@@ -91,6 +92,22 @@ def suggest_policy(machines: Sequence[Machine]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _suggestable(exposed: list[Machine]) -> tuple[list[Machine], list[str]]:
+    """The machines a target can be suggested for, and a note for each of the others."""
+    wanted: list[Machine] = []
+    notes: list[str] = []
+    for m in exposed:
+        if m.cloud == "azure" and not m.private_ip:  # an Azure target needs the VM's address
+            notes.append(f"# {m.name} ({m.id}) has no private address: add its target by hand.")
+        elif all(e.via for e in m.exposures):
+            firewalls = ", ".join(sorted({e.firewall for e in m.exposures}))
+            notes.append(f"# {m.name} ({m.id}) is exposed through firewall {firewalls} only: "
+                         "add a target with a `firewall` section for it by hand.")
+        else:
+            wanted.append(m)
+    return wanted, notes
+
+
 def _target_lines(machine: Machine, name: str) -> list[str]:
     """One suggested target: its exposures as comments, its location, its exposed ports."""
     return [f"  {name}:",
@@ -98,7 +115,7 @@ def _target_lines(machine: Machine, name: str) -> list[str]:
             *_location_lines(machine),
             "    ports:",
             *(f"      {MANAGED_PORTS[port]}: {port}"
-              for port in sorted({e.port for e in machine.exposures}))]
+              for port in sorted({e.port for e in machine.exposures if not e.via}))]
 
 
 def _location_lines(machine: Machine) -> list[str]:

@@ -1,17 +1,23 @@
-"""The Azure half of `jit scan`: VMs as their network interfaces show them, and their NSGs.
+"""The Azure half of `jit scan`: VMs as their network interfaces show them, their NSGs, and
+the DNAT rules of the Azure Firewalls that forward to them.
 
-azure-mgmt-network alone, three lists per subscription (networkInterfaces, virtualNetworks
-with their subnets inline, networkSecurityGroups with their rules): no Compute calls, since a
-NIC names its VM. A VM is one machine however many NICs it has; NICs attached to no VM are
-skipped. Clients are the ones `AzureProvider` uses (`azure_arm.ArmClients`: credential, cloud
-endpoint, client options); azure-core retries throttling and 5xx itself, and what outlasts it
-becomes a `ProviderError` here. What the answers mean is decided in `jitcore.scan`.
+azure-mgmt-network alone, four lists per subscription (networkInterfaces, virtualNetworks
+with their subnets inline, networkSecurityGroups with their rules, azureFirewalls with their
+classic NAT rule collections), and the rule collection groups of each Firewall Policy a
+firewall uses: no Compute calls, since a NIC names its VM. A VM is one machine however many
+NICs it has; NICs attached to no VM are skipped. Every subscription is read before any VM is
+judged, so that a hub's firewall counts for the spokes in the other subscriptions scanned.
+A policy's parent (`basePolicy`) is not read: NAT rule collections are not inherited.
+
+Clients are the ones `AzureProvider` uses (`azure_arm.ArmClients`: credential, cloud endpoint,
+client options); azure-core retries throttling and 5xx itself, and what outlasts it becomes a
+`ProviderError` here. What the answers mean is decided in `jitcore.scan_azure`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,7 +34,8 @@ from azure.mgmt.network import NetworkManagementClient
 from jitcore.errors import AccessDenied, ProviderError, TargetNotFound, TransientProviderError
 from jitcore.policy import AzureLocation, Target
 from jitcore.providers.azure_arm import DENIED, ArmClients, error_code, error_message
-from jitcore.scan import AzureNic, AzureVm, Machine, Nsg, NsgRule, classify, parse_arm_id
+from jitcore.scan import Machine, canonical_ip, parse_arm_id
+from jitcore.scan_azure import AzureNic, AzureVm, DnatRule, Nsg, NsgRule, classify_vm
 
 Json = dict[str, Any]
 _NO_SUBSCRIPTION = frozenset({"SubscriptionNotFound", "InvalidSubscriptionId"})
@@ -48,15 +55,24 @@ def scan_azure(
     `client_options` go to `NetworkManagementClient` (e.g. `connection_verify`).
     """
     clients = ArmClients(credential, client_options)
-    machines: list[Machine] = []
-    for subscription in dict.fromkeys(subscriptions):
+
+    def client_for(subscription: str) -> NetworkManagementClient:
         # The client depends on the subscription and the endpoint only; the rest is unused.
-        client = clients.client(AzureLocation(subscription, "", "", "",
-                                              arm_endpoint=arm_endpoint))
+        return clients.client(AzureLocation(subscription, "", "", "", arm_endpoint=arm_endpoint))
+
+    vms: list[AzureVm] = []
+    firewalls = _Firewalls(client_for)
+    dnat: dict[str, list[DnatRule]] = defaultdict(list)  # translated address -> its rules
+    for subscription in dict.fromkeys(subscriptions):
+        client = client_for(subscription)
         with _translated(subscription):
-            vms = _Network(client).vms()
-        machines += [classify(vm, enabled) for vm in vms]
-    return machines
+            vms += _Network(client).vms()
+            for rule in firewalls.dnat_rules(client):
+                if rule.translated_address is not None:
+                    dnat[canonical_ip(rule.translated_address)].append(rule)
+    return [classify_vm(vm, enabled, [rule for address in sorted(vm.addresses)
+                                      for rule in dnat.get(address, ())])
+            for vm in vms]
 
 
 class _Network:
@@ -121,6 +137,81 @@ class _Network:
             except ResourceNotFoundError:
                 self._nsgs[nsg_id.lower()] = None  # gone since: nothing in front of the NIC
         return self._nsgs[nsg_id.lower()]
+
+
+class _Firewalls:
+    """The DNAT rules of a subscription's Azure Firewalls, classic and from their policies.
+
+    A policy shared by several firewalls is read once; one that is gone since the firewall
+    was listed holds no rule.
+    """
+
+    def __init__(self, client_for: Callable[[str], NetworkManagementClient]) -> None:
+        self._client_for = client_for
+        self._policies: dict[str, list[Json]] = {}  # policy id -> its rule collection groups
+
+    def dnat_rules(self, client: NetworkManagementClient) -> list[DnatRule]:
+        rules: list[DnatRule] = []
+        for firewall in (item.as_dict() for item in client.azure_firewalls.list_all()):
+            rules += _classic_rules(firewall)
+            policy_id = _reference(firewall, "firewallPolicy")
+            if policy_id is not None:
+                rules += self._policy_rules(str(firewall.get("name", "")), policy_id)
+        return rules
+
+    def _policy_rules(self, firewall: str, policy_id: str) -> list[DnatRule]:
+        return [_dnat_rule(firewall, str(group.get("name", "")),
+                           str(collection.get("name", "")), rule)
+                for group in self._groups(policy_id)
+                for collection in _properties(group).get("ruleCollections") or []
+                if _is_dnat_collection(collection)
+                for rule in collection.get("rules") or []
+                if str(rule.get("ruleType", "")).lower() == "natrule"]
+
+    def _groups(self, policy_id: str) -> list[Json]:
+        if policy_id.lower() not in self._policies:
+            subscription, resource_group, policy = parse_arm_id(policy_id)
+            groups = self._client_for(subscription).firewall_policy_rule_collection_groups
+            try:
+                found = [group.as_dict() for group in groups.list(resource_group, policy)]
+            except ResourceNotFoundError:
+                found = []  # the policy is gone since the firewall was listed
+            self._policies[policy_id.lower()] = found
+        return self._policies[policy_id.lower()]
+
+
+def _classic_rules(firewall: Json) -> list[DnatRule]:
+    """The rules of the firewall's own NAT rule collections whose action is DNAT."""
+    name = str(firewall.get("name", ""))
+    return [_dnat_rule(name, None, str(collection.get("name", "")), rule)
+            for collection in _properties(firewall).get("natRuleCollections") or []
+            if _action(_properties(collection)) == "dnat"
+            for rule in _properties(collection).get("rules") or []]
+
+
+def _is_dnat_collection(collection: Json) -> bool:
+    return (str(collection.get("ruleCollectionType", "")).lower()
+            == "firewallpolicynatrulecollection" and _action(collection) == "dnat")
+
+
+def _action(collection: Mapping[str, Any]) -> str:
+    """A NAT collection's action, lowercase: "dnat" (classic "Dnat", policy "DNAT") or "snat"."""
+    return str((collection.get("action") or {}).get("type", "")).lower()
+
+
+def _dnat_rule(firewall: str, group: str | None, collection: str, rule: Json) -> DnatRule:
+    """A classic AzureFirewallNatRule (`protocols`) or a policy NatRule (`ipProtocols`)."""
+    def strings(key: str) -> tuple[str, ...]:
+        return tuple(str(value) for value in rule.get(key) or [])
+
+    translated = rule.get("translatedAddress")
+    return DnatRule(
+        firewall=firewall, group=group, collection=collection, name=str(rule.get("name", "")),
+        protocols=strings("protocols") or strings("ipProtocols"),
+        sources=strings("sourceAddresses"), destinations=strings("destinationAddresses"),
+        ports=strings("destinationPorts"),
+        translated_address=str(translated) if translated else None,
+        translated_port=str(rule.get("translatedPort") or ""))
 
 
 def _properties(resource: Mapping[str, Any]) -> Json:

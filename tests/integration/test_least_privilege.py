@@ -25,9 +25,10 @@ The IAM policy, statement by statement (IAM JSON holds no comments, so the reaso
 - AssumeTheRolesTargetsName: STS for targets with `role_arn`; narrow it to those roles' ARNs.
 The ARNs are for the `aws` partition; elsewhere replace it (e.g. `aws-us-gov`).
 
-The Azure role: reading, writing and deleting security rules (grants and deny rules), reading
-NSGs, NICs, virtual networks and subnets (the scan), and reading the status of the
-asynchronous rule writes ARM answers with (Microsoft.Network/locations/operations/read).
+The Azure role: writing NSGs (grants and deny rules go out in one PUT of the whole NSG) and
+reading them and their rules, reading NICs, virtual networks and subnets, Azure Firewalls and
+the rule collection groups of their Firewall Policies (the scan), and reading the status of
+the asynchronous writes ARM answers with (Microsoft.Network/locations/operations/read).
 
 The check runs last in the session (`@runs_last`, tests/support/cloud_calls.py): it drives the
 providers through every call they make, against moto's server and the ARM emulator, then
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from azure.mgmt.network.models import AzureFirewall, SubResource
 
 from jitcore.policy import AwsLocation, PortPolicy, Target
 from jitcore.ports import RuleSpec
@@ -51,7 +53,12 @@ from jitcore.providers.aws import AwsProvider
 from jitcore.providers.aws_scan import scan_aws
 from jitcore.providers.azure_scan import scan_azure
 from tests.fakes.arm import ArmEmulator, rule_properties
-from tests.support.azure import SUBSCRIPTION, StaticTokenCredential, emulator_provider
+from tests.support.azure import (
+    SUBSCRIPTION,
+    StaticTokenCredential,
+    emulator_provider,
+    network_client,
+)
 from tests.support.cloud_calls import CloudCallRecorder, runs_last
 from tests.support.policies import azure_policy
 
@@ -72,6 +79,7 @@ SSH = PortPolicy("ssh", 22)
 SOURCE = "203.0.113.7/32"
 OTHER_ACCOUNT_ROLE = "arn:aws:iam::111122223333:role/jit-operator"
 RG, NSG = "rg-app", "nsg-app"
+HUB, POLICY = "rg-hub", "fwpol-hub"
 _ACTION = re.compile(r"[a-z0-9-]+:[A-Za-z0-9]+")
 _AZURE_ACTION = re.compile(r"Microsoft\.[A-Za-z]+(/[A-Za-z]+)+/(read|write|delete|action)")
 _SUBSCRIPTION_SCOPE = re.compile(r"/subscriptions/[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}")
@@ -254,10 +262,38 @@ def drive_azure(arm: ArmEmulator) -> None:
     arm.add_nic(SUBSCRIPTION, RG, "old-nic", subnet, "10.1.0.4", nsg_id=nsg_id,
                 vm_id=vm_id("old-vm"))
     arm.add_vnet(SUBSCRIPTION, RG, "vnet-old", "10.1.0.0/16")  # again: without its subnet
+    # Firewalls: a classic one forwarding ssh to web-vm, and one using a Firewall Policy
+    # (seed_firewall_policy) whose rule collection group forwards rdp to it.
+    arm.add_firewall(SUBSCRIPTION, HUB, "fw-classic", public_ip="20.30.40.50", nat_collections=[
+        {"name": "inbound", "properties": {"priority": 200, "action": {"type": "Dnat"}, "rules": [
+            {"name": "ssh", "sourceAddresses": ["*"], "destinationAddresses": ["20.30.40.50"],
+             "destinationPorts": ["2222"], "protocols": ["TCP"], "translatedAddress": "10.0.1.4",
+             "translatedPort": "22"}]}}])
+    arm.add_rule_collection_group(SUBSCRIPTION, HUB, POLICY, "platform", 300, [{
+        "ruleCollectionType": "FirewallPolicyNatRuleCollection", "name": "nat", "priority": 100,
+        "action": {"type": "DNAT"}, "rules": [
+            {"ruleType": "NatRule", "name": "rdp", "ipProtocols": ["TCP"],
+             "sourceAddresses": ["*"], "destinationAddresses": ["20.30.40.60"],
+             "destinationPorts": ["3390"], "translatedAddress": "10.0.1.4",
+             "translatedPort": "3389"}]}])
     machines = scan_azure([SUBSCRIPTION], [target], credential=StaticTokenCredential(),
                           arm_endpoint=arm.url,
                           client_options={"connection_verify": arm.ca_bundle})
     assert sorted(machine.name for machine in machines) == ["old-vm", "web-vm"]
+    web = next(machine for machine in machines if machine.name == "web-vm")
+    assert sorted((e.firewall, e.port) for e in web.exposures if e.via) == [
+        ("fw-classic", 22), ("fw-policy", 3389)]
+
+
+def seed_firewall_policy(arm: ArmEmulator) -> None:
+    """fw-policy, using the Firewall Policy fwpol-hub. A firewall names its policy in the body
+    of its PUT, which the emulator's seeding does not take: this PUT is the test's own, made
+    before the workflow's calls are counted."""
+    policy_id = arm.add_firewall_policy(SUBSCRIPTION, HUB, POLICY)
+    arm.add_firewall(SUBSCRIPTION, HUB, "fw-policy", public_ip="20.30.40.60")
+    network_client(arm).azure_firewalls.begin_create_or_update(
+        HUB, "fw-policy", AzureFirewall(location="westeurope",
+                                        firewall_policy=SubResource(id=policy_id))).result()
 
 
 # ---- the check ----------------------------------------------------------------------------------
@@ -278,6 +314,7 @@ def unused(called: dict[str, str], granted: set[str], document: Path, driver: st
 @runs_last
 def test_the_documents_grant_every_cloud_call_jitcore_makes_and_nothing_else(
         cloud_calls: CloudCallRecorder, aws_group: AwsGroup, arm_emulator: ArmEmulator) -> None:
+    seed_firewall_policy(arm_emulator)
     start = cloud_calls.mark()
     drive_aws(aws_group)
     drive_azure(arm_emulator)

@@ -16,7 +16,14 @@ from jitcore.providers.aws_scan import scan_aws
 from jitcore.providers.azure_scan import scan_azure
 from jitcore.scan import Exposure, Machine, Status, run_scan
 from jitcore.scan_report import suggest_policy
-from tests.fakes.arm import NIC_READ, NSG_READ, VNET_READ, ArmEmulator, rule_properties
+from tests.fakes.arm import (
+    FIREWALL_READ,
+    NIC_READ,
+    NSG_READ,
+    VNET_READ,
+    ArmEmulator,
+    rule_properties,
+)
 from tests.fakes.aws_throttle import ThrottlingProxy
 from tests.support.azure import SUBSCRIPTION, StaticTokenCredential
 
@@ -223,10 +230,11 @@ def test_the_azure_scan_only_lists(azure_estate: AzureEstate) -> None:
 
     scan_azure([SUBSCRIPTION], [], **azure_options(arm))
 
-    assert arm.operations() == {NIC_READ, VNET_READ, NSG_READ}
+    assert arm.operations() == {NIC_READ, VNET_READ, NSG_READ, FIREWALL_READ}
     assert all(call.method == "GET" and call.ok for call in arm.calls)
-    # 7 NICs and 4 NSGs two a page, one virtual network: 4 + 1 + 2 requests
-    assert [len(arm.calls_to(op)) for op in (NIC_READ, VNET_READ, NSG_READ)] == [4, 1, 2]
+    # 7 NICs and 4 NSGs two a page, one virtual network, no firewall: 4 + 1 + 2 + 1 requests
+    assert [len(arm.calls_to(op)) for op in (NIC_READ, VNET_READ, NSG_READ, FIREWALL_READ)] \
+        == [4, 1, 2, 1]
 
 
 def test_an_unknown_subscription_is_target_not_found(azure_estate: AzureEstate) -> None:

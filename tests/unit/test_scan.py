@@ -15,12 +15,8 @@ from jitcore.policy_file import parse_policy
 from jitcore.scan import (
     MANAGED_PORTS,
     AwsInstance,
-    AzureNic,
-    AzureVm,
     Exposure,
     Machine,
-    Nsg,
-    NsgRule,
     SecurityGroupRule,
     Status,
     aws_exposures,
@@ -28,6 +24,7 @@ from jitcore.scan import (
     parse_arm_id,
     run_scan,
 )
+from jitcore.scan_azure import AzureNic, AzureVm, Nsg, NsgRule, classify_vm
 from jitcore.scan_report import render_table, suggest_policy, summary, to_json
 
 REGION = "us-east-1"
@@ -183,7 +180,7 @@ def nic(on_nic: Nsg | None = None, on_subnet: Nsg | None = None, ip: str = VM_IP
 
 
 def exposed_ports(*rules: NsgRule) -> list[tuple[int, str, str]]:
-    machine = classify(vm(nic(nsg("nsg-web", *rules))), [])
+    machine = classify_vm(vm(nic(nsg("nsg-web", *rules))), [])
     return [(e.port, e.rule, e.source) for e in machine.exposures]
 
 
@@ -225,7 +222,7 @@ def test_nsg_rules_that_expose_a_managed_port(rules: tuple[NsgRule, ...],
 
 
 def test_an_nsg_on_the_subnet_alone_exposes_the_vm() -> None:
-    machine = classify(vm(nic(on_subnet=nsg("nsg-subnet", allow("rdp", 300, "3389")))), [])
+    machine = classify_vm(vm(nic(on_subnet=nsg("nsg-subnet", allow("rdp", 300, "3389")))), [])
 
     assert machine.status is Status.NOT_CONFIGURED
     assert machine.exposures == (Exposure(3389, "tcp", "*", "nsg-subnet", "rdp"),)
@@ -233,7 +230,7 @@ def test_an_nsg_on_the_subnet_alone_exposes_the_vm() -> None:
 
 
 def test_with_two_nsgs_a_port_is_open_only_if_both_let_it_in() -> None:
-    both = classify(vm(nic(nsg("nsg-nic", allow("ssh", 100), allow("rdp", 110, "3389")),
+    both = classify_vm(vm(nic(nsg("nsg-nic", allow("ssh", 100), allow("rdp", 110, "3389")),
                            nsg("nsg-subnet", allow("ssh-too", 120)))), [])
 
     assert both.exposures == (Exposure(22, "tcp", "*", "nsg-nic", "ssh"),
@@ -243,7 +240,7 @@ def test_with_two_nsgs_a_port_is_open_only_if_both_let_it_in() -> None:
 
 
 def test_an_azure_vm_without_any_nsg_is_unsupported() -> None:
-    machine = classify(vm(nic()), [])
+    machine = classify_vm(vm(nic()), [])
 
     assert machine.status is Status.UNSUPPORTED
     assert machine.reason == "no network security group on its network interface or subnet"
@@ -256,7 +253,7 @@ def test_a_vm_with_several_nics_is_one_machine_with_their_exposures() -> None:
     first = nic(nsg("nsg-a", allow("ssh", 100)), name="nic-a")
     second = nic(nsg("nsg-b", allow("rdp", 100, "3389")), ip="10.0.2.4", name="nic-b")
 
-    machine = classify(vm(first, second), [])
+    machine = classify_vm(vm(first, second), [])
 
     assert [(e.port, e.firewall) for e in machine.exposures] == [(22, "nsg-a"), (3389, "nsg-b")]
     assert machine.private_ip == VM_IP  # the primary NIC's
@@ -264,7 +261,7 @@ def test_a_vm_with_several_nics_is_one_machine_with_their_exposures() -> None:
 
 
 def test_one_bare_nic_makes_the_vm_unsupported_and_is_named() -> None:
-    machine = classify(vm(nic(nsg("nsg-a"), name="nic-a"), nic(name="nic-bare")), [])
+    machine = classify_vm(vm(nic(nsg("nsg-a"), name="nic-a"), nic(name="nic-bare")), [])
 
     assert machine.status is Status.UNSUPPORTED
     assert machine.reason.endswith("interface or subnet (nic-bare)")
@@ -277,7 +274,7 @@ def test_an_azure_vm_is_configured_by_a_target_on_either_nsg_for_its_address(
                                      "network_security_group": guarded,
                                      "destination": VM_IP}})
 
-    machine = classify(vm(nic(nsg("nsg-nic"), nsg("nsg-subnet"))), enabled)
+    machine = classify_vm(vm(nic(nsg("nsg-nic"), nsg("nsg-subnet"))), enabled)
 
     assert machine.status is Status.CONFIGURED
     assert machine.target == "web"
@@ -290,7 +287,7 @@ def test_a_target_for_another_address_or_nsg_does_not_cover_the_vm() -> None:
         other_nsg={"azure": {"subscription_id": SUB, "resource_group": "rg-other",
                              "network_security_group": "nsg-nic", "destination": VM_IP}})
 
-    machine = classify(vm(nic(nsg("nsg-nic", allow("ssh", 100)))), enabled)
+    machine = classify_vm(vm(nic(nsg("nsg-nic", allow("ssh", 100)))), enabled)
 
     assert machine.status is Status.NOT_CONFIGURED
     assert machine.target is None
@@ -307,8 +304,8 @@ def estate() -> list[Machine]:
                              (GROUP,), ()), enabled),
         classify(AwsInstance(REGION, "i-0000000000000000c", "bastion", "10.0.1.12", "vpc-1",
                              (GROUP,), ()), enabled),
-        classify(vm(nic(nsg("nsg-web", allow("rdp", 100, "3389")))), enabled),
-        classify(vm(nic(), name="vm-bare"), enabled),
+        classify_vm(vm(nic(nsg("nsg-web", allow("rdp", 100, "3389")))), enabled),
+        classify_vm(vm(nic(), name="vm-bare"), enabled),
     ]
 
 
@@ -350,11 +347,11 @@ def test_json_holds_every_field() -> None:
                                    "the internet", "target": None,
         "exposures": [
             {"port": 22, "service": "ssh", "protocol": "tcp", "source": "0.0.0.0/0",
-             "firewall": GROUP, "rule": "sgr-1"},
+             "firewall": GROUP, "rule": "sgr-1", "via": None},
             {"port": 22, "service": "ssh", "protocol": "tcp", "source": "::/0",
-             "firewall": GROUP, "rule": "sgr-all"},
+             "firewall": GROUP, "rule": "sgr-all", "via": None},
             *({"port": port, "service": MANAGED_PORTS[port], "protocol": "tcp",
-               "source": "::/0", "firewall": GROUP, "rule": "sgr-all"}
+               "source": "::/0", "firewall": GROUP, "rule": "sgr-all", "via": None}
               for port in (3389, 5985, 5986))]}
     assert [m["status"] for m in machines] == [
         "not configured", "not configured", "configured", "not configured", "unsupported"]
@@ -390,7 +387,7 @@ def test_the_suggestion_is_a_valid_policy_for_the_exposed_machines_only() -> Non
 
 
 def test_suggested_names_are_valid_and_distinct() -> None:
-    machines = [classify(vm(nic(nsg("nsg-a", allow("ssh", 100))), name="Web_VM.01"), []),
+    machines = [classify_vm(vm(nic(nsg("nsg-a", allow("ssh", 100))), name="Web_VM.01"), []),
                 classify(AwsInstance(REGION, INSTANCE, "Web VM 01!", "10.0.0.1", "vpc-1",
                                      (GROUP,), (sg_rule(),)), []),
                 classify(AwsInstance("eu-west-1", "i-0000000000000000e", "web vm 01", "10.0.0.2",
@@ -402,7 +399,7 @@ def test_suggested_names_are_valid_and_distinct() -> None:
 
 
 def test_the_subnet_nsg_is_named_when_the_nic_has_one_too() -> None:
-    machine = classify(vm(nic(nsg("nsg-nic", allow("ssh", 100)),
+    machine = classify_vm(vm(nic(nsg("nsg-nic", allow("ssh", 100)),
                               nsg("nsg-subnet", allow("ssh", 100)))), [])
 
     snippet = suggest_policy([machine])
@@ -414,7 +411,7 @@ def test_the_subnet_nsg_is_named_when_the_nic_has_one_too() -> None:
 
 
 def test_a_vm_without_an_address_is_left_to_the_operator() -> None:
-    machine = classify(vm(AzureNic("nic-id", "nic", (), nsg("nsg-a", allow("ssh", 100)), None)),
+    machine = classify_vm(vm(AzureNic("nic-id", "nic", (), nsg("nsg-a", allow("ssh", 100)), None)),
                        [])
 
     snippet = suggest_policy([machine])
@@ -452,7 +449,7 @@ def test_nothing_asked_nothing_scanned() -> None:
 
 
 def test_importing_the_scan_loads_no_cloud_sdk() -> None:
-    code = ("import sys, jitcore.scan, jitcore.scan_report; "
+    code = ("import sys, jitcore.scan, jitcore.scan_azure, jitcore.scan_report; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore') "
             "or m.startswith('azure')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

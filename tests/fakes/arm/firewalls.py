@@ -1,7 +1,7 @@
 """Azure Firewalls with classic rule collections: seeding, HTTP and their ARM JSON.
 
     GET|PUT|DELETE .../resourceGroups/{rg}/providers/Microsoft.Network/azureFirewalls/{name}
-    GET .../azureFirewalls (per resource group)
+    GET .../azureFirewalls (per resource group, and per subscription: list_all)
 
 As recorded (tests/fakes/reference/azure-firewall/cli-recording-firewall-classic-rules.yaml):
 rules have no endpoint of their own, a caller GETs the firewall and PUTs it whole; PUT answers
@@ -28,7 +28,15 @@ from tests.fakes.arm.model import (
     normalise_location,
 )
 from tests.fakes.arm.operations import Operation, Operations, check_preconditions
-from tests.fakes.arm.routing import IN_GROUP, Answer, Request, Route, Settings, page
+from tests.fakes.arm.routing import (
+    IN_GROUP,
+    IN_SUBSCRIPTION,
+    Answer,
+    Request,
+    Route,
+    Settings,
+    page,
+)
 
 FIREWALL_TYPE = "Microsoft.Network/azureFirewalls"
 FIREWALL_READ, FIREWALL_WRITE, FIREWALL_DELETE = (
@@ -52,6 +60,7 @@ class Firewalls:
     """The azureFirewalls kind: its routes, its seeding and reading back, its JSON."""
 
     routes: tuple[Route, ...] = (
+        Route((*IN_SUBSCRIPTION, "azurefirewalls"), "all_firewalls", {"GET": FIREWALL_READ}),
         Route(_FIREWALLS, "firewalls", {"GET": FIREWALL_READ}),
         Route((*_FIREWALLS, None), "firewall",
               {"GET": FIREWALL_READ, "PUT": FIREWALL_WRITE, "DELETE": FIREWALL_DELETE},
@@ -130,8 +139,13 @@ class Firewalls:
     # -- HTTP ------------------------------------------------------------------------------
 
     def serve(self, request: Request) -> Answer:
-        group = self._resources.requested_group(request.params[0], request.params[1])
         assert request.route is not None
+        if request.route.name == "all_firewalls":
+            groups = self._resources.in_subscription(request.params[0])
+            return Answer(200, page(request, [self.render(firewall) for group in groups
+                                              for firewall in group.firewalls.values()],
+                                    self._settings))
+        group = self._resources.requested_group(request.params[0], request.params[1])
         if request.route.name == "firewalls":
             items = [self.render(firewall) for firewall in group.firewalls.values()]
             return Answer(200, page(request, items, self._settings))
