@@ -17,14 +17,12 @@ from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
-from azure.mgmt.network.models import SecurityRule, SecurityRulePropertiesFormat
 
 from jitcore.errors import ProviderError, TargetNotFound
 from jitcore.policy import AzureLocation, Target
 from jitcore.ports import OpenedRule, OwnedRule, RuleSpec, SlotPool
 from jitcore.providers.azure_arm import (
     BUSY,
-    PROTOCOLS,
     RULE_PREFIX,
     ArmClients,
     Backoff,
@@ -32,8 +30,11 @@ from jitcore.providers.azure_arm import (
     async_failure,
     azure_location,
     error_code,
+    nsg_rule,
     translated,
 )
+from jitcore.providers.azure_firewall import FirewallNat
+from jitcore.providers.azure_grants import FirewallGrants
 from jitcore.providers.azure_lockdown import AzureLockdownSupport
 
 __all__ = ["AzureProvider", "Backoff", "rule_name"]
@@ -64,23 +65,18 @@ class AzureProvider(AzureLockdownSupport):
     ) -> None:
         self._clients = ArmClients(credential, client_options)
         self._nsg = NsgRules(self._clients, polling_interval, backoff or Backoff())
+        self._firewalls = FirewallGrants(FirewallNat(self._clients, polling_interval,
+                                                     backoff or Backoff()))
 
     def open_rule(self, spec: RuleSpec) -> OpenedRule:
         location = azure_location(spec.target)
         if spec.slot is None:
-            raise ProviderError(f"#{spec.grant_id}: no priority reserved for {location.nsg_id}")
+            raise ProviderError(f"#{spec.grant_id}: no priority or mapped port reserved for "
+                                f"{spec.target.name}")
+        if location.firewall is not None:
+            return self._firewalls.open(spec, location, self._nsg)
         name = rule_name(spec.grant_id)
-        rule = SecurityRule(name=name, properties=SecurityRulePropertiesFormat(
-            protocol=PROTOCOLS.get(spec.port.protocol.value, "Tcp"),
-            source_address_prefix=spec.source,
-            source_port_range="*",
-            destination_address_prefix=location.destination,
-            destination_port_range=str(spec.port.port),
-            access="Allow",
-            direction="Inbound",
-            priority=spec.slot,
-            description=spec.description[:140],
-        ))
+        rule = nsg_rule(name, spec, location.destination, spec.source, spec.slot)
         with translated(location, priority=spec.slot):
             try:
                 self._nsg.put(location, name, rule)
@@ -93,35 +89,48 @@ class AzureProvider(AzureLockdownSupport):
 
     def close_rules(self, target: Target, scope: str, refs: Sequence[str]) -> dict[str, bool]:
         location = azure_location(target)
+        if location.firewall is not None and scope.lower() != location.nsg_id.lower():
+            return self._firewalls.close(location, refs, self._nsg)
         with translated(location):
             return self._nsg.delete_many(location, refs)
 
     def present_rules(self, target: Target, scope: str, refs: Sequence[str]) -> set[str]:
+        location = azure_location(target)
         wanted = set(refs)
-        try:
-            rules = self._nsg.rules(azure_location(target))
-        except TargetNotFound:
-            return set()  # no NSG, no rules
-        return {str(rule.name) for rule in rules if rule.name in wanted}
+        present: set[str] = set()
+        if location.firewall is not None and scope.lower() != location.nsg_id.lower():
+            present |= self._firewalls.present(location, wanted)
+        if location.network_security_group is not None:
+            with suppress(TargetNotFound):  # no NSG, no rules
+                present |= {str(r.name) for r in self._nsg.rules(location) if r.name in wanted}
+        return present
 
     def list_owned_rules(self, target: Target) -> list[OwnedRule]:
         location = azure_location(target)
-        owned = []
+        owned = self._firewalls.owned(location) if location.firewall is not None else []
+        if location.network_security_group is None:
+            return owned
+        # Behind a firewall, a grant's NSG rule belongs to its DNAT rule (one handle).
+        scope = location.firewall.scope if location.firewall is not None else location.nsg_id
+        listed = {rule.ref for rule in owned}
         for rule in self._nsg.rules(location):
             match = _GRANT_RULE.match(str(rule.name))
-            if match is None or rule.properties is None:
+            if match is None or rule.properties is None or rule.name in listed:
                 continue  # not a grant's rule (a deny rule jit keeps, or anyone else's)
             p = rule.properties
             owned.append(OwnedRule(
-                scope=location.nsg_id, ref=str(rule.name), grant_id=int(match.group(1)),
+                scope=scope, ref=str(rule.name), grant_id=int(match.group(1)),
                 port=_port(p.destination_port_range), protocol=_text(p.protocol).lower(),
                 source=str(p.source_address_prefix
                            or ",".join(p.source_address_prefixes or []))))
         return owned
 
     def placement(self, target: Target) -> SlotPool:
-        """A grant's rule takes a priority of the target's band, unique in the NSG."""
+        """A grant through a firewall takes a mapped port of its public address, unique in
+        the firewall (or its policy); a grant in an NSG alone, a priority of the band."""
         location = azure_location(target)
+        if location.firewall is not None:
+            return self._firewalls.placement(location)
         low, high = location.priority_band
         return SlotPool(
             scope=location.nsg_id, low=low, high=high,
@@ -131,8 +140,11 @@ class AzureProvider(AzureLockdownSupport):
                  "another rule; widen priority_band in the policy or wait for grants to end")
 
     def used_slots(self, target: Target) -> set[int]:
-        """Inbound priorities taken in the target's NSG, by anyone (for the service's choice)."""
-        return {int(rule.properties.priority) for rule in self._nsg.rules(azure_location(target))
+        """The slots of `placement(target)` taken now, by anyone (for the service's choice)."""
+        location = azure_location(target)
+        if location.firewall is not None:
+            return self._firewalls.used(location)
+        return {int(rule.properties.priority) for rule in self._nsg.rules(location)
                 if rule.properties is not None and rule.properties.priority is not None
                 and _text(rule.properties.direction).lower() == "inbound"}
 

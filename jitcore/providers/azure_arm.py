@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
@@ -28,7 +28,11 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.mgmt.network import NetworkManagementClient
-from azure.mgmt.network.models import SecurityRule
+from azure.mgmt.network.models import (
+    NetworkSecurityGroup,
+    SecurityRule,
+    SecurityRulePropertiesFormat,
+)
 
 from jitcore.errors import (
     AccessDenied,
@@ -39,7 +43,11 @@ from jitcore.errors import (
     TransientProviderError,
 )
 from jitcore.policy import AzureLocation, Target
+from jitcore.ports import RuleSpec
 from jitcore.providers.coalesce import Coalescer
+
+S = TypeVar("S")
+C = TypeVar("C")
 
 RULE_PREFIX = "jit-"
 # ARM's protocol names for jit's.
@@ -111,86 +119,44 @@ class ArmClients:
         return credential
 
 
-@dataclass(frozen=True, slots=True)
-class _Put:
-    name: str
-    rule: SecurityRule
+class WholeWrites(Generic[S, C]):
+    """Changes to one ARM resource written by PUT of the whole resource, coalesced.
 
-
-@dataclass(frozen=True, slots=True)
-class _Delete:
-    names: tuple[str, ...]
-
-
-_Change = tuple[AzureLocation, _Put | _Delete]
-
-
-class NsgRules:
-    """The security rules of the NSG a location names: listed, put and deleted.
-
-    Writes coalesce (coalesce.py): every put and delete waiting on one NSG goes out as one
-    PUT of the whole NSG, read just before and sent with `If-Match`, so that every other
-    rule is carried over exactly; a 412 (someone else wrote in between) re-reads and
-    applies the batch again, and `AnotherOperationInProgress` is retried with jittered
-    backoff, honouring `Retry-After`. A priority already held by another rule of the same
-    direction is `SlotTaken` for that rule alone. A batch ARM refuses outright (400) is
-    written again one change at a time, so that one bad rule fails alone.
-
-    `polling_interval` is how long to wait between polls of an async operation when ARM does
-    not say (it normally sends `Retry-After`). Reads are translated here; writes are not:
-    the caller wraps them in `translated`, naming what it was doing.
+    Every change waiting on one resource (coalesce.py) is applied to a fresh read (`_read`,
+    `_apply`) and the result goes out in one write (`_send`) with `If-Match`: a 412 (someone
+    else wrote in between) reads again and applies the batch again, so nothing of theirs is
+    lost; `AnotherOperationInProgress` is retried with jittered backoff, honouring
+    `Retry-After`. A batch ARM refuses outright (400) is written again a change at a time,
+    so that one bad change fails alone. Each change's outcome goes to its own caller.
     """
 
     def __init__(self, clients: ArmClients, polling_interval: float, backoff: Backoff) -> None:
         self._clients = clients
         self._polling_interval = polling_interval
         self._backoff = backoff
-        self.writes: Coalescer[_Change, object] = Coalescer(self._write_batch)
+        self.writes: Coalescer[tuple[AzureLocation, C], object] = Coalescer(self._write_batch)
 
-    def rules(self, location: AzureLocation) -> list[SecurityRule]:
-        client = self._clients.client(location)
-        with translated(location):
-            return list(client.security_rules.list(location.resource_group,
-                                                   nsg_name(location)))
+    def _read(self, location: AzureLocation) -> S:
+        raise NotImplementedError
 
-    def put(self, location: AzureLocation, name: str, rule: SecurityRule) -> None:
-        """Create or replace the rule `name`."""
-        self.writes.submit(location.nsg_id.lower(), (location, _Put(name, rule)))
+    def _apply(self, state: S, change: C, location: AzureLocation) -> tuple[object, bool]:
+        """Apply one change to the state read: its outcome and whether it changed anything."""
+        raise NotImplementedError
 
-    def delete(self, location: AzureLocation, name: str) -> bool:
-        """Remove one rule; True if it was there, False if not."""
-        return self.delete_many(location, [name])[name]
+    def _send(self, location: AzureLocation, state: S) -> None:
+        raise NotImplementedError
 
-    def delete_many(self, location: AzureLocation, names: Sequence[str]) -> dict[str, bool]:
-        """Remove these rules (one write with whatever else is waiting); per rule, True if it
-        was there. When the NSG itself is gone, every rule is reported already gone."""
-        try:
-            found = self.writes.submit(location.nsg_id.lower(),
-                                       (location, _Delete(tuple(names))))
-        except HttpResponseError as exc:
-            if error_code(exc) in NOT_FOUND or exc.status_code == 404:
-                return dict.fromkeys(names, False)
-            raise
-        assert isinstance(found, dict)
-        return found
-
-    def _write_batch(self, key: str, changes: Sequence[_Change]) -> list[object]:
+    def _write_batch(self, key: str,
+                     changes: Sequence[tuple[AzureLocation, C]]) -> list[object]:
         location = changes[0][0]
-        client = self._clients.client(location)
         for attempt in range(self._backoff.attempts):
-            nsg = client.network_security_groups.get(location.resource_group,
-                                                     nsg_name(location))
-            rules = {str(r.name).lower(): r for r in nsg.security_rules or []}
-            applied = [_apply(rules, change, location) for _, change in changes]
+            state = self._read(location)
+            applied = [self._apply(state, change, location) for _, change in changes]
             outcomes = [outcome for outcome, _ in applied]
             if not any(dirty for _, dirty in applied):
-                return outcomes  # nothing to write: deletes of rules already gone, conflicts
-            nsg.security_rules = list(rules.values())
+                return outcomes  # nothing to write: deletes of what is gone, refusals
             try:
-                client.network_security_groups.begin_create_or_update(
-                    location.resource_group, nsg_name(location), nsg,
-                    headers={"If-Match": str(nsg.etag)},
-                    polling_interval=self._polling_interval).result()
+                self._send(location, state)
             except HttpResponseError as exc:
                 if self._again(exc, attempt):
                     continue
@@ -201,44 +167,142 @@ class NsgRules:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _again(self, exc: HttpResponseError, attempt: int) -> bool:
-        """Whether a refused write is worth another read and write: 412 (another writer
-        came between our read and write) at once, a busy NSG after a backoff."""
+        """Whether a refused write is worth another read and write: 412 at once, a busy
+        resource after a backoff."""
         if attempt == self._backoff.attempts - 1:
             return False
         if exc.status_code == 412:
             return True
         if error_code(exc) == BUSY:
-            time.sleep(self._backoff.delay(attempt, _retry_after(exc)))
+            time.sleep(self._backoff.delay(attempt, retry_after(exc)))
             return True
         return False
 
-    def _alone(self, key: str, change: _Change) -> object:
+    def _alone(self, key: str, change: tuple[AzureLocation, C]) -> object:
         try:
             return self._write_batch(key, [change])[0]
         except HttpResponseError as exc:
             return exc
 
 
-def _apply(rules: dict[str, SecurityRule], change: _Put | _Delete,
+@dataclass(frozen=True, slots=True)
+class RulePut:
+    name: str
+    rule: SecurityRule
+    band: tuple[int, int] | None = None  # choose the priority here: lowest free in the band
+
+
+@dataclass(frozen=True, slots=True)
+class RuleDelete:
+    names: tuple[str, ...]
+
+
+class NsgRules(WholeWrites[NetworkSecurityGroup, RulePut | RuleDelete]):
+    """The security rules of the NSG a location names: listed, put and deleted.
+
+    Writes coalesce (`WholeWrites`): every put and delete waiting on one NSG goes out as one
+    PUT of the whole NSG, read just before, so that every other rule is carried over
+    exactly. A priority already held by another rule of the same direction is `SlotTaken`
+    for that rule alone.
+
+    `polling_interval` is how long to wait between polls of an async operation when ARM does
+    not say (it normally sends `Retry-After`). Reads are translated here; writes are not:
+    the caller wraps them in `translated`, naming what it was doing.
+    """
+
+    def rules(self, location: AzureLocation) -> list[SecurityRule]:
+        client = self._clients.client(location)
+        with translated(location):
+            return list(client.security_rules.list(location.resource_group,
+                                                   nsg_name(location)))
+
+    def put(self, location: AzureLocation, name: str, rule: SecurityRule,
+            band: tuple[int, int] | None = None) -> None:
+        """Create or replace the rule `name` (at the lowest free priority of `band`, if
+        given: the rule's own if it is there already)."""
+        self.writes.submit(location.nsg_id.lower(), (location, RulePut(name, rule, band)))
+
+    def delete(self, location: AzureLocation, name: str) -> bool:
+        """Remove one rule; True if it was there, False if not."""
+        return self.delete_many(location, [name])[name]
+
+    def delete_many(self, location: AzureLocation, names: Sequence[str]) -> dict[str, bool]:
+        """Remove these rules (one write with whatever else is waiting); per rule, True if it
+        was there. When the NSG itself is gone, every rule is reported already gone."""
+        try:
+            found = self.writes.submit(location.nsg_id.lower(),
+                                       (location, RuleDelete(tuple(names))))
+        except HttpResponseError as exc:
+            if error_code(exc) in NOT_FOUND or exc.status_code == 404:
+                return dict.fromkeys(names, False)
+            raise
+        assert isinstance(found, dict)
+        return found
+
+    def _read(self, location: AzureLocation) -> NetworkSecurityGroup:
+        client = self._clients.client(location)
+        return client.network_security_groups.get(location.resource_group, nsg_name(location))
+
+    def _apply(self, state: NetworkSecurityGroup, change: RulePut | RuleDelete,
+               location: AzureLocation) -> tuple[object, bool]:
+        rules = {str(r.name).lower(): r for r in state.security_rules or []}
+        outcome = _apply(rules, change, location)
+        state.security_rules = list(rules.values())
+        return outcome
+
+    def _send(self, location: AzureLocation, state: NetworkSecurityGroup) -> None:
+        client = self._clients.client(location)
+        client.network_security_groups.begin_create_or_update(
+            location.resource_group, nsg_name(location), state,
+            headers={"If-Match": str(state.etag)},
+            polling_interval=self._polling_interval).result()
+
+
+def _apply(rules: dict[str, SecurityRule], change: RulePut | RuleDelete,
            location: AzureLocation) -> tuple[object, bool]:
     """Apply one change to the NSG's rules (by lowercased name): its outcome (for a put,
     None or SlotTaken; for a delete, which names were there) and whether it changed them."""
-    if isinstance(change, _Delete):
+    if isinstance(change, RuleDelete):
         found = {name: rules.pop(name.lower(), None) is not None for name in change.names}
         return found, any(found.values())
     wanted = change.rule.properties
+    if change.band is not None and wanted is not None:
+        free = _free_in_band(rules, change, wanted)
+        if free is None:
+            low, high = change.band
+            return RuleLimitExceeded(
+                f"no free priority in band {low}-{high} of network security group "
+                f"{location.network_security_group} (resource group {location.resource_group})"
+                ": widen priority_band in the policy or wait for grants to end"), False
+        wanted.priority = free
     for key, rule in rules.items():
         p = rule.properties
         if (key != change.name.lower() and p is not None and wanted is not None
-                and p.priority == wanted.priority
-                and str(getattr(p.direction, "value", p.direction)).lower()
-                == str(getattr(wanted.direction, "value", wanted.direction)).lower()):
+                and p.priority == wanted.priority and _direction(p) == _direction(wanted)):
             return SlotTaken(int(wanted.priority or 0),
                              f"network security group {location.network_security_group} "
                              f"(resource group {location.resource_group}): rule {rule.name} "
                              f"already has priority {wanted.priority}"), False
     rules[change.name.lower()] = change.rule
     return None, True
+
+
+def _free_in_band(rules: dict[str, SecurityRule], change: RulePut, wanted: Any) -> int | None:
+    """The rule's own priority if it is there already, else the lowest free one in the band
+    (same direction); None if none is free."""
+    assert change.band is not None
+    own = rules.get(change.name.lower())
+    if own is not None and own.properties is not None and own.properties.priority:
+        return int(own.properties.priority)
+    direction = _direction(wanted)
+    used = {r.properties.priority for r in rules.values()
+            if r.properties is not None and _direction(r.properties) == direction}
+    low, high = change.band
+    return next((p for p in range(low, high + 1) if p not in used), None)
+
+
+def _direction(properties: Any) -> str:
+    return str(getattr(properties.direction, "value", properties.direction)).lower()
 
 
 def nsg_name(location: AzureLocation) -> str:
@@ -251,10 +315,11 @@ def nsg_name(location: AzureLocation) -> str:
 
 
 @contextmanager
-def translated(location: AzureLocation, priority: int | None = None) -> Iterator[None]:
-    """Azure's exceptions -> jit's ProviderError tree, with the NSG named."""
-    nsg = f"network security group {location.network_security_group} " \
-          f"(resource group {location.resource_group})"
+def translated(location: AzureLocation, priority: int | None = None,
+               where: str | None = None) -> Iterator[None]:
+    """Azure's exceptions -> jit's ProviderError tree, with the NSG (or `where`) named."""
+    nsg = where or f"network security group {location.network_security_group} " \
+                   f"(resource group {location.resource_group})"
     try:
         yield
     except ClientAuthenticationError as exc:
@@ -305,7 +370,7 @@ def async_failure(exc: HttpResponseError) -> bool:
     return exc.status_code in (200, 201, 202) or exc.status_code is None
 
 
-def _retry_after(exc: HttpResponseError) -> float | None:
+def retry_after(exc: HttpResponseError) -> float | None:
     response = getattr(exc, "response", None)
     value = response.headers.get("Retry-After") if response is not None else None
     try:
@@ -326,3 +391,19 @@ def azure_location(target: Target) -> AzureLocation:
 def _endpoint(location: AzureLocation) -> tuple[str, str]:
     endpoint, authority = CLOUDS.get(location.cloud, CLOUDS["public"])
     return (location.arm_endpoint or endpoint).rstrip("/"), authority
+
+
+def nsg_rule(name: str, spec: RuleSpec, destination: str, source: str,
+             priority: int) -> SecurityRule:
+    """An inbound Allow rule for the grant."""
+    return SecurityRule(name=name, properties=SecurityRulePropertiesFormat(
+        protocol=PROTOCOLS.get(spec.port.protocol.value, "Tcp"),
+        source_address_prefix=source,
+        source_port_range="*",
+        destination_address_prefix=destination,
+        destination_port_range=str(spec.port.port),
+        access="Allow",
+        direction="Inbound",
+        priority=priority,
+        description=spec.description[:140],
+    ))

@@ -74,3 +74,27 @@ def write_bot_policy(config: Path, group_id: str, **target: Any) -> Path:
         }},
     }))
     return config
+
+
+def firewall_policy_data(arm_endpoint: str, subscription_id: str, *, mode: str = "classic",
+                         nsg: str | None = None, mapped_ports: tuple[int, int] = (50000, 50999),
+                         destination: str = "10.1.0.4") -> dict[str, Any]:
+    """One Azure target, hub-vm, reached through the hub firewall fw-hub (20.30.40.50):
+    classic rules, or the Firewall Policy fwpol-hub when `mode` is "policy"; with `nsg`, the
+    VM's NSG in rg-spoke too (the firewall's subnet 10.0.1.0/26 its source)."""
+    firewall: dict[str, Any] = {"name": "fw-hub", "resource_group": "rg-hub",
+                                "public_ip": "20.30.40.50", "mapped_ports": list(mapped_ports)}
+    if mode == "policy":
+        firewall["policy"] = "fwpol-hub"
+    azure: dict[str, Any] = {"subscription_id": subscription_id, "resource_group": "rg-spoke",
+                             "destination": destination, "arm_endpoint": arm_endpoint,
+                             "firewall": firewall}
+    if nsg is not None:
+        azure["network_security_group"] = nsg
+        firewall["source_range"] = "10.0.1.0/26"
+    return {
+        "slack": {"approvals_channel": "C0APPROVE", "audit_channel": "C0AUDIT"},
+        "defaults": {"max_duration": "3h", "approval_timeout": "1h",
+                     "requesters": ["*"], "approvers": [APPROVER, APPROVER_2]},
+        "targets": {"hub-vm": {"azure": azure, "ports": {"ssh": 22, "rdp": 3389}}},
+    }
