@@ -243,3 +243,51 @@ def test_with_an_nsg_too_the_nsg_allows_the_firewalls_subnet(
     assert dnat_rules(emulator, "classic") == {}
     assert not [r for r in emulator.rules(SUBSCRIPTION, "rg-spoke", "nsg-spoke")
                 if r["name"].startswith("jit-")]
+
+
+def test_reconcile_removes_a_jit_dnat_rule_no_grant_holds(
+        service: JitService, emulator: ArmEmulator, mode: str) -> None:
+    live = service.open(approved(service))
+    assert live.status is Status.ACTIVE, live.error
+    # A crash between the write and its record leaves a rule like this one.
+    orphan = {"name": "jit-999", "sourceAddresses": ["192.0.2.9/32"],
+              "destinationAddresses": [PUBLIC_IP], "destinationPorts": ["50500"],
+              "translatedAddress": VM, "translatedPort": "3389"}
+    if mode == "classic":
+        current = emulator.nat_collection(SUBSCRIPTION, HUB, FIREWALL, "jit")
+        assert current is not None
+        properties = current["properties"]
+        emulator.add_firewall(SUBSCRIPTION, HUB, FIREWALL, public_ip=PUBLIC_IP, nat_collections=[
+            {"name": "jit", "properties": {
+                "priority": properties["priority"], "action": {"type": "Dnat"},
+                "rules": [*properties["rules"], {**orphan, "protocols": ["TCP"]}]}}])
+    else:
+        group = emulator.rule_collection_group(SUBSCRIPTION, HUB, POLICY, "jit")
+        assert group is not None
+        [collection] = group["properties"]["ruleCollections"]
+        emulator.add_rule_collection_group(SUBSCRIPTION, HUB, POLICY, "jit",
+                                           group["properties"]["priority"], [{
+            **collection,
+            "rules": [*collection["rules"],
+                      {**orphan, "ruleType": "NatRule", "ipProtocols": ["TCP"]}]}])
+    assert set(dnat_rules(emulator, mode)) == {f"jit-{live.id}", "jit-999"}
+
+    dry = service.reconcile(dry_run=True)
+    assert [(o.grant_id, o.port, o.removed) for o in dry] == [(999, 3389, False)]
+    done = service.reconcile()
+    assert [(o.grant_id, o.removed) for o in done] == [(999, True)]
+    assert set(dnat_rules(emulator, mode)) == {f"jit-{live.id}"}
+    assert service.get(live.id).status is Status.ACTIVE
+
+
+def test_a_firewall_write_that_fails_fails_the_grant_and_leaves_no_rule(
+        service: JitService, store: Store, emulator: ArmEmulator, mode: str) -> None:
+    gid = approved(service)
+    emulator.faults.fail_next_operations(1, code="InternalServerError",
+                                         message="The firewall could not be updated.")
+    failed = service.open(gid)
+    assert failed.status is Status.FAILED
+    assert failed.error and "The firewall could not be updated." in failed.error
+    assert "firewall" in failed.error
+    assert dnat_rules(emulator, mode) == {}, "the half-made rule was taken away"
+    assert reservations(store) == 0
