@@ -41,9 +41,14 @@ ACK_DB_BUDGET = 1.5  # s a database statement may take before the ack (Slack wai
 
 
 class AfterAck:
-    """Work a listener starts after its ack: `later(fn)` returns at once; fn runs on a pool."""
+    """Work a listener starts after its ack: `later(fn)` returns at once; fn runs on a pool.
 
-    def __init__(self, workers: int = 8) -> None:
+    Mostly waiting: an open after an approval waits for its cloud write, and Azure writes to
+    one firewall coalesce (one write carries every open waiting on it). So the pool is wide:
+    a burst of approvals must be waiting together to share a write, not eight at a time.
+    """
+
+    def __init__(self, workers: int = 128) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jit-after-ack")
 
     def __call__(self, work: Callable[[], object]) -> None:

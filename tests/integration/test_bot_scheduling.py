@@ -38,6 +38,17 @@ def test_after_ack_returns_at_once_and_runs_the_work() -> None:
     later.close()
 
 
+def test_after_ack_runs_a_burst_of_approvals_opens_together() -> None:
+    """A hundred opens waiting on their cloud writes at once: all of them waiting together is
+    what lets them share one write per firewall."""
+    later = AfterAck()
+    waiting = threading.Barrier(101)
+    for _ in range(100):
+        later(lambda: waiting.wait(5))
+    waiting.wait(5)  # raises BrokenBarrierError unless all 100 run at the same time
+    later.close()
+
+
 def test_after_ack_survives_a_failing_job(caplog: pytest.LogCaptureFixture) -> None:
     later = AfterAck(workers=1)
     done = threading.Event()
