@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -169,9 +169,28 @@ class StateCollector(Collector):
         return [pending, oldest, failed]
 
 
+class WriteCollector(Collector):
+    """Cloud writes that carry many changes (Azure NSGs and firewalls): how many writes this
+    process made and how many changes they carried; changes / writes is the batch size."""
+
+    def collect(self) -> Iterator[Metric]:
+        from jitcore.providers.coalesce import totals
+
+        writes = CounterMetricFamily("jit_cloud_writes", "Writes of a whole cloud resource "
+                                     "(each carries every change waiting on it)", labels=["kind"])
+        changes = CounterMetricFamily("jit_cloud_write_changes", "Rule changes carried by "
+                                      "those writes", labels=["kind"])
+        for kind, (batches, carried) in sorted(totals().items()):
+            writes.add_metric([kind], batches)
+            changes.add_metric([kind], carried)
+        yield writes
+        yield changes
+
+
 def install(store: Store, clock: Clock,
             registry: CollectorRegistry = REGISTRY) -> GrantMetrics:
     """Register this process's metrics and the state gauges; returns the former."""
     metrics = GrantMetrics(registry)
     registry.register(StateCollector(store, clock))
+    registry.register(WriteCollector())
     return metrics

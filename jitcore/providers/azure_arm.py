@@ -130,11 +130,14 @@ class WholeWrites(Generic[S, C]):
     so that one bad change fails alone. Each change's outcome goes to its own caller.
     """
 
+    kind = "resource"  # in the write totals (metrics)
+
     def __init__(self, clients: ArmClients, polling_interval: float, backoff: Backoff) -> None:
         self._clients = clients
         self._polling_interval = polling_interval
         self._backoff = backoff
-        self.writes: Coalescer[tuple[AzureLocation, C], object] = Coalescer(self._write_batch)
+        self.writes: Coalescer[tuple[AzureLocation, C], object] = Coalescer(
+            self._write_batch, kind=self.kind)
 
     def _read(self, location: AzureLocation) -> S:
         raise NotImplementedError
@@ -209,6 +212,8 @@ class NsgRules(WholeWrites[NetworkSecurityGroup, RulePut | RuleDelete]):
     not say (it normally sends `Retry-After`). Reads are translated here; writes are not:
     the caller wraps them in `translated`, naming what it was doing.
     """
+
+    kind = "azure_nsg"
 
     def rules(self, location: AzureLocation) -> list[SecurityRule]:
         client = self._clients.client(location)

@@ -89,6 +89,8 @@ class FirewallNat(WholeWrites[_Snapshot, "_Open | _Close"]):
     """jit's DNAT rules in the firewalls that targets name: listed, opened and closed, with
     the writes to one firewall (or policy) coalesced (`WholeWrites`)."""
 
+    kind = "azure_firewall"
+
     def rules(self, location: AzureLocation) -> list[DnatRule]:
         """jit's DNAT rules in the target's firewall (one or two reads)."""
         return list(self._read(location).rules.values())

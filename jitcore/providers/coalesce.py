@@ -23,6 +23,17 @@ from typing import Generic, TypeVar
 C = TypeVar("C")
 R = TypeVar("R")
 
+# Per kind of resource, in this process: batches written and the changes they carried (for
+# the metrics: jit_cloud_writes and jit_cloud_write_changes).
+_totals: dict[str, tuple[int, int]] = {}
+_totals_lock = threading.Lock()
+
+
+def totals() -> dict[str, tuple[int, int]]:
+    """(batches, changes) written so far in this process, per kind of resource."""
+    with _totals_lock:
+        return dict(_totals)
+
 
 @dataclass(eq=False, slots=True)
 class _Waiting(Generic[C, R]):
@@ -42,11 +53,13 @@ class _Queue(Generic[C, R]):
 class Coalescer(Generic[C, R]):
     """Batches of changes per resource key, at most one batch in flight per key (in this
     process; other writers are kept apart by the resource's ETag). `max_batch` bounds a
-    batch (a resource's size limit); the rest waits for the next one."""
+    batch (a resource's size limit); the rest waits for the next one. `kind` names the
+    resources in the process's totals ("nsg", "firewall")."""
 
     def __init__(self, write: Callable[[str, Sequence[C]], Sequence[R | BaseException]],
-                 max_batch: int = 500) -> None:
+                 max_batch: int = 500, kind: str = "resource") -> None:
         self._write = write
+        self._kind = kind
         self._max_batch = max_batch
         self._lock = threading.Lock()
         self._queues: dict[str, _Queue[C, R]] = {}
@@ -77,6 +90,9 @@ class Coalescer(Generic[C, R]):
             batch = queue.waiting[:self._max_batch]
             del queue.waiting[:len(batch)]
             self.batches += 1
+        with _totals_lock:
+            batches, changes = _totals.get(self._kind, (0, 0))
+            _totals[self._kind] = (batches + 1, changes + len(batch))
         try:
             outcomes: Sequence[R | BaseException] = self._write(key, [w.change for w in batch])
             if len(outcomes) != len(batch):

@@ -291,3 +291,40 @@ def test_a_firewall_write_that_fails_fails_the_grant_and_leaves_no_rule(
     assert "firewall" in failed.error
     assert dnat_rules(emulator, mode) == {}, "the half-made rule was taken away"
     assert reservations(store) == 0
+
+
+def test_metrics_count_firewall_grants_and_the_writes_that_carried_them(
+        store: Store, clock: ManualClock, notifier: RecordingNotifier,
+        emulator: ArmEmulator) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from jitcore.metrics import GrantMetrics, WriteCollector
+
+    registry = CollectorRegistry()
+    registry.register(WriteCollector())
+
+    def sample(name: str, **labels: str) -> float:
+        for family in text_string_to_metric_families(generate_latest(registry).decode()):
+            for found in family.samples:
+                if found.name == name and found.labels == labels:
+                    return float(found.value)
+        return 0.0
+
+    data = firewall_policy_data(emulator.url, SUBSCRIPTION)
+    service = JitService(store, parse_policy(data, "test-policy.yaml"),
+                         {"azure": emulator_provider(emulator)}, notifier, clock,
+                         metrics=GrantMetrics(registry))
+    writes = sample("jit_cloud_writes_total", kind="azure_firewall")
+    changes = sample("jit_cloud_write_changes_total", kind="azure_firewall")
+    grants = [approved(service, source=f"198.51.100.{n + 1}") for n in range(5)]
+    emulator.op_delay = 0.5  # the first write runs while the others queue behind it
+    threads = [threading.Thread(target=service.open, args=(gid,)) for gid in grants]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    emulator.op_delay = 0.0
+    assert sample("jit_grants_opened_total", cloud="azure") == 5
+    assert sample("jit_cloud_write_changes_total", kind="azure_firewall") - changes == 5
+    assert 1 <= sample("jit_cloud_writes_total", kind="azure_firewall") - writes <= 3
