@@ -157,6 +157,86 @@ def parse_source(text: str) -> IPNetwork:
         raise ValueError(f"{cleaned!r} is not an IPv4 or IPv6 address") from None
 
 
+# A DNS name as a host may be written: labels of letters, digits and hyphens.
+_HOSTNAME = re.compile(r"(?=.{1,80}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_ENTRY_TEXT = re.compile(r"(\[[^\]]*\]|[^\s:\[\]]+):([1-9]\d{0,4}) -> "
+                         r"(\[[^\]]*\]|[^\s:\[\]]+):([1-9]\d{0,4})")
+
+
+def _check_host(host: str) -> None:
+    if _HOSTNAME.fullmatch(host):
+        return
+    try:
+        if "%" in host:  # an IPv6 zone (`%eth0`) means nothing across a firewall
+            raise ValueError(host)
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address or a DNS name") from None
+
+
+def _check_port(port: int) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"{port!r} is not a TCP/UDP port (1-65535)")
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _unbracket(host: str) -> str | None:
+    """`[2001:db8::1]` -> `2001:db8::1`; a bare host as it is. None for a bracketed host
+    without a colon: `_hostport` brackets IPv6 hosts only."""
+    if host.startswith("["):
+        inner = host[1:-1]
+        return inner if ":" in inner else None
+    return host
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """Where the requester connects when the grant goes through a DNAT: `host:port` (a
+    firewall's public address and the port mapped for the grant), forwarded to
+    `to_host:to_port` (the VM's address and the requested port)."""
+
+    host: str
+    port: int
+    to_host: str
+    to_port: int
+
+    def __post_init__(self) -> None:
+        _check_host(self.host)
+        _check_host(self.to_host)
+        _check_port(self.port)
+        _check_port(self.to_port)
+
+    def __str__(self) -> str:
+        """`20.30.40.50:50007 -> 10.1.0.4:22`; an IPv6 host in brackets."""
+        return f"{_hostport(self.host, self.port)} -> {_hostport(self.to_host, self.to_port)}"
+
+    def to_text(self) -> str:
+        """For one string column (at most 200 characters): the `str` form."""
+        return str(self)
+
+    @classmethod
+    def from_text(cls, text: str) -> Entry | None:
+        """The inverse of `to_text`; None for text it did not write."""
+        match = _ENTRY_TEXT.fullmatch(text)
+        if match is None:
+            return None
+        host, to_host = _unbracket(match.group(1)), _unbracket(match.group(3))
+        if host is None or to_host is None:
+            return None
+        try:
+            return cls(host, int(match.group(2)), to_host, int(match.group(4)))
+        except ValueError:
+            return None
+
+    def ssh_command(self, user: str = "<user>") -> str:
+        """`ssh -p 50007 <user>@20.30.40.50`: ssh takes an IPv6 host without brackets."""
+        return f"ssh -p {self.port} {user}@{self.host}"
+
+
 @dataclass(frozen=True, slots=True)
 class GrantView:
     """A read-only snapshot of a request/grant, handed to notifiers and the CLI."""
@@ -181,6 +261,7 @@ class GrantView:
     close_reason: str | None = None
     rule_ref: str | None = None
     error: str | None = None
+    entry: Entry | None = None  # where to connect, for a grant through a DNAT
 
     @property
     def label(self) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from jitcore.domain import GrantEvent
+from jitcore.domain import Entry, GrantEvent
 from jitcore.policy import PortPolicy, Target
 
 
@@ -32,6 +32,7 @@ class OpenedRule:
     ref: str  # the rule within it: a security group rule id or an Azure rule name
     created: bool  # False when an identical rule already existed and is shared
     owned: bool  # True when the rule carries jit's marker (jit may remove it)
+    entry: Entry | None = None  # where the requester connects, when the rule is a DNAT
 
 
 @dataclass(frozen=True, slots=True)
