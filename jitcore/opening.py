@@ -147,7 +147,8 @@ class Opener(UseCase):
             if handle is None:
                 handle = RuleHandle(cloud=before.cloud, scope=opened.scope, ref=opened.ref,
                                     port=before.port, protocol=before.protocol,
-                                    source=before.source, owned=opened.owned, created_at=now)
+                                    source=before.source, owned=opened.owned, created_at=now,
+                                    entry=opened.entry.to_text() if opened.entry else None)
                 work.session.add(handle)
                 work.session.flush()
             row = self.uow.move(
@@ -155,7 +156,12 @@ class Opener(UseCase):
                 values=dict(opened_at=now, expires_at=expires, next_attempt_at=None,
                             rule_handle_id=handle.id, last_error=None),
                 scope=opened.scope, rule=opened.ref, created=opened.created,
-                owned=opened.owned, priority=slot, expires_at=expires.isoformat())
+                owned=opened.owned, priority=slot, expires_at=expires.isoformat(),
+                entry=str(opened.entry) if opened.entry else None)
+            if row is not None:
+                # The event carries the rule and where to connect: the card, the DM and
+                # the audit line say them.
+                work.events[-1] = replace(work.events[-1], grant=repo.to_view(row, handle))
         return repo.to_view(row, handle) if row else self.uow.view(before.id)
 
     def _fail(self, grant_id: int, error: str) -> GrantView:

@@ -43,7 +43,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.orm import Session, aliased
 
-from jitcore.domain import EventKind, GrantEvent, GrantView, Status
+from jitcore.domain import Entry, EventKind, GrantEvent, GrantView, Status
 from jitcore.policy import Policy
 from jitcore.store.models import Notice, OutboxPost, outbox_table
 
@@ -106,7 +106,8 @@ def event_json(event: GrantEvent) -> str:
     view: dict[str, Any] = {f.name: getattr(event.grant, f.name) for f in fields(GrantView)}
     view.update({name: _when(view[name]) for name in _VIEW_TIMES},
                 status=event.grant.status.value,
-                duration=int(event.grant.duration.total_seconds()))
+                duration=int(event.grant.duration.total_seconds()),
+                entry=event.grant.entry.to_text() if event.grant.entry else None)
     return json.dumps({"kind": event.kind.value, "actor": event.actor, "at": _when(event.at),
                        "detail": event.detail, "alert": event.alert, "grant": view},
                       ensure_ascii=False, separators=(",", ":"))
@@ -116,7 +117,8 @@ def event_from_json(text: str) -> GrantEvent:
     data = json.loads(text)
     view = dict(data["grant"])
     view.update({name: _then(view[name]) for name in _VIEW_TIMES},
-                status=Status(view["status"]), duration=timedelta(seconds=view["duration"]))
+                status=Status(view["status"]), duration=timedelta(seconds=view["duration"]),
+                entry=Entry.from_text(view["entry"]) if view.get("entry") else None)
     at = _then(data["at"])
     assert at is not None
     return GrantEvent(EventKind(data["kind"]), GrantView(**view), data["actor"], at,

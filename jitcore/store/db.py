@@ -317,7 +317,7 @@ def _lock_key(name: str) -> int:
 
 # The newest migration. Kept here so a start-up check need not load Alembic (a test pins it
 # to Alembic's own head).
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 _alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32)))
 
 

@@ -111,6 +111,7 @@ class RuleHandle(Base):
     owned: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    entry: Mapped[str | None] = mapped_column(String(200))  # Entry.to_text(), for a DNAT
 
     __table_args__ = (Index("ix_rule_handles_scope_ref", "scope", "ref"),)
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from jitcore.domain import HOLDS_RULE, GrantView, Status, can_transition
+from jitcore.domain import HOLDS_RULE, Entry, GrantView, Status, can_transition
 from jitcore.store.models import Grant, PriorityReservation, RuleHandle, grants_table
 
 
@@ -312,6 +312,7 @@ def to_view(row: Grant, handle: RuleHandle | None = None) -> GrantView:
         opened_at=row.opened_at, expires_at=row.expires_at, closed_at=row.closed_at,
         close_reason=row.close_reason, rule_ref=handle.ref if handle else None,
         error=row.last_error,
+        entry=Entry.from_text(handle.entry) if handle and handle.entry else None,
     )
 
 
