@@ -57,7 +57,8 @@ def _target_lines(target: Target) -> list[str]:
 
 
 def grant_table(views: Sequence[GrantView]) -> list[str]:
-    """A header and one fixed-width line per grant."""
+    """A header and one fixed-width line per grant; under a grant through a DNAT, where
+    to connect."""
     lines = [f"{'ID':>6}  {'STATUS':<12} {'TARGET':<16} {'PORT':<10} {'SOURCE':<20} "
              f"{'REQUESTER':<12} UNTIL"]
     for view in views:
@@ -65,6 +66,8 @@ def grant_table(views: Sequence[GrantView]) -> list[str]:
         lines.append(f"{view.id:>6}  {view.status.value:<12} {view.target:<16} "
                      f"{view.service + ' ' + str(view.port):<10} {view.source:<20} "
                      f"{view.requester:<12} {until}")
+        if view.entry is not None:  # through a DNAT: on a line of its own, under the grant
+            lines.append(f"{'':>6}  connect to {view.entry}")
     return lines
 
 
@@ -81,6 +84,7 @@ def grant_json(view: GrantView) -> dict[str, Any]:
         "opened_at": iso(view.opened_at), "expires_at": iso(view.expires_at),
         "closed_at": iso(view.closed_at), "close_reason": view.close_reason,
         "rule": view.rule_ref, "error": view.error,
+        "entry": str(view.entry) if view.entry else None,
     }
 
 

@@ -20,6 +20,7 @@ from bot.blocks.text import (
     clip,
     clock,
     code,
+    connect,
     escape,
     inline,
     port,
@@ -40,9 +41,22 @@ def rule_change(grant: GrantView, target: Target) -> str:
                  else f"jit's group for instance {code(location.instance_id or '?')}")
         return (f"{allow} in {where} (aws {escape(location.region)}) for {length}, "
                 f"tagged `jit:grant={grant.id}`")
+    firewall = location.firewall
+    if firewall is not None:
+        low, high = firewall.mapped_ports
+        behind = (f", and an allow from the firewall's subnet "
+                  f"{code(firewall.source_range or '?')} in NSG "
+                  f"{code(location.network_security_group)}"
+                  if location.network_security_group else "")
+        policy = f" (policy {code(firewall.policy)})" if firewall.policy else ""
+        return (f"DNAT {grant.protocol} from {code(grant.source)} to "
+                f"{code(firewall.public_ip)} on the lowest free port in {low}-{high}, "
+                f"forwarded to {code(f'{location.destination}:{grant.port}')}, in firewall "
+                f"{code(firewall.name)}{policy} (azure {escape(firewall.resource_group)}) "
+                f"for {length}, as rule `jit-{grant.id}`{behind}")
     low, high = location.priority_band
     return (f"{allow} to {code(location.destination)} in NSG "
-            f"{code(location.network_security_group)} (azure "
+            f"{code(location.network_security_group or '?')} (azure "
             f"{escape(location.resource_group)}) for {length}, as rule `jit-{grant.id}` "
             f"at the lowest free priority in {low}-{high}")
 
@@ -97,6 +111,9 @@ def _decided(grant: GrantView, target: Target, outcome: str) -> Message:
         head = f"At {when}" if when else "Outcome"
     blocks = [*_card_body(grant, target, "Rule"),
               section(f"*{head}:* {outcome}", block_id=f"jit_decided:{grant.id}")]
+    through = connect(grant)
+    if through:
+        blocks.append(section(through))
     return message(f"jit #{grant.id}: {clip(outcome, REASON_IN_LINE)}", blocks)
 
 

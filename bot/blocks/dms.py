@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bot.blocks.kit import EXTEND, Message, button, message, section
-from bot.blocks.text import REASON_IN_CARD, clock, escape, inline, what, who
+from bot.blocks.text import REASON_IN_CARD, clock, connect, escape, inline, what, who
 from jitcore.domain import EventKind, GrantEvent, GrantView
 
 _CLOSED_NOTE = ("established sessions are not cut by the firewall; "
@@ -53,9 +53,12 @@ def _lapsed(event: GrantEvent) -> Message:
 def _opened(event: GrantEvent) -> Message:
     grant = event.grant
     until = clock(grant.expires_at)
+    through = connect(grant)
     return _dm(f":unlock: *#{grant.id}* is open: {what(grant)} until {until}. "
-               f"Close it early with `/jit revoke {grant.id}`.",
-               f"Access #{grant.id} is open until {until}")
+               + (f"{through}.\n" if through else "")
+               + f"Close it early with `/jit revoke {grant.id}`.",
+               f"Access #{grant.id} is open until {until}"
+               + (f": connect to {escape(str(grant.entry))}" if through else ""))
 
 
 def _open_failed(event: GrantEvent) -> Message:

@@ -18,7 +18,7 @@ from bot.blocks.kit import (
     plain,
     section,
 )
-from bot.blocks.text import REASON_IN_LINE, code, escape, inline, state, what, who
+from bot.blocks.text import REASON_IN_LINE, code, connect, escape, inline, state, what, who
 from bot.grammar import REQUEST_EXAMPLE
 from jitcore.domain import GrantView, format_duration
 
@@ -67,7 +67,9 @@ _CONFIRM_REVOKE: Block = {"title": plain("Revoke this grant?", 100),
 
 
 def _active(grant: GrantView) -> list[Block]:
-    return [section(f"*#{grant.id}* {what(grant)} · {state(grant)}",
+    through = connect(grant)
+    return [section(f"*#{grant.id}* {what(grant)} · {state(grant)}"
+                    + (f"\n{through}" if through else ""),
                     f"jit_home_active:{grant.id}",
                     button("Revoke", REVOKE, grant.id, "danger", _CONFIRM_REVOKE))]
 

@@ -11,7 +11,7 @@ from bot.blocks.kit import (
     packed,
     section,
 )
-from bot.blocks.text import code, escape, state, what
+from bot.blocks.text import code, connect, escape, state, what
 from bot.grammar import HELP_TEXT, REQUEST_EXAMPLE
 from jitcore.domain import GrantView, format_duration
 from jitcore.policy import Target
@@ -70,11 +70,13 @@ def targets_message(targets: list[Target]) -> Message:
 
 
 def grants_message(grants: list[GrantView]) -> Message:
-    """`/jit list`: each request or grant and where it stands."""
+    """`/jit list`: each request or grant and where it stands; for an open grant through a
+    DNAT, where to connect."""
     if not grants:
         return message("No requests or grants", [section(
             f"You have no requests or grants. Ask with {code(REQUEST_EXAMPLE)}.")])
-    lines = [f"*#{g.id}* {what(g)} · {state(g)}" for g in grants]
+    lines = [" · ".join(part for part in (f"*#{g.id}* {what(g)}", state(g), connect(g)) if part)
+             for g in grants]
     blocks = [section(GRANTS_TITLE), *packed(lines, MAX_MESSAGE_BLOCKS - 1,
                                              MAX_MESSAGE_CHARS - len(GRANTS_TITLE))]
     return message(f"/jit list: {len(grants)}", blocks)

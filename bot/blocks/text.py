@@ -71,6 +71,16 @@ def what(grant: GrantView) -> str:
     return f"{port(grant)} on *{escape(grant.target)}* from {code(grant.source)}"
 
 
+def connect(grant: GrantView) -> str:
+    """Where the requester connects to an open grant through a DNAT, as mrkdwn: `Connect to
+    `20.30.40.50:50007 -> 10.1.0.4:22``, and for ssh the command; "" for any other grant."""
+    entry = grant.entry
+    if entry is None or grant.status is not Status.ACTIVE:
+        return ""
+    line = f"Connect to {code(str(entry))}"
+    return f"{line} with {code(entry.ssh_command())}" if grant.service == "ssh" else line
+
+
 # Where a grant stands, in a few words, by its status.
 _STATE: dict[Status, Callable[[GrantView], str]] = {
     Status.PENDING: lambda g: f"waiting for approval since {clock(g.created_at)}",

@@ -33,7 +33,7 @@ GHOST_GROUP = "sg-0000000000000dead"  # named by the policy, never created in mo
 GRANT_KEYS = {
     "id", "status", "requester", "target", "cloud", "service", "port", "protocol", "source",
     "duration", "reason", "created_at", "decided_by", "opened_at", "expires_at", "closed_at",
-    "close_reason", "rule", "error",
+    "close_reason", "rule", "error", "entry",
 }
 
 
