@@ -148,28 +148,21 @@ def _https_url(value: object) -> str:
     return text
 
 
-def _mapped_ports(value: object) -> tuple[int, int]:
-    if not (isinstance(value, list) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        raise ValueError("must be two port numbers [low, high], e.g. [50000, 50999]")
-    low, high = value
-    if not (1 <= low <= 65535 and 1 <= high <= 65535):
-        raise ValueError(f"[{low}, {high}] is outside 1..65535")
-    if low > high:
-        raise ValueError(f"[{low}, {high}] has its low end above its high end")
-    return low, high
+def _range(lowest: int, highest: int, example: str, what: str,
+           allowed: str = "") -> PlainValidator:
+    """Two whole numbers [low, high] within lowest..highest, low <= high."""
+    def check(value: object) -> tuple[int, int]:
+        if not (isinstance(value, list) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            raise ValueError(f"must be two {what} [low, high], e.g. {example}")
+        low, high = value
+        if not (lowest <= low <= highest and lowest <= high <= highest):
+            raise ValueError(f"[{low}, {high}] is outside {lowest}..{highest}{allowed}")
+        if low > high:
+            raise ValueError(f"[{low}, {high}] has its low end above its high end")
+        return low, high
 
-
-def _priority_band(value: object) -> tuple[int, int]:
-    if not (isinstance(value, list) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        raise ValueError("must be two whole numbers [low, high], e.g. [100, 199]")
-    low, high = value
-    if not (100 <= low <= 4096 and 100 <= high <= 4096):
-        raise ValueError(f"[{low}, {high}] is outside 100..4096, the priorities Azure allows")
-    if low > high:
-        raise ValueError(f"[{low}, {high}] has its low end above its high end")
-    return low, high
+    return PlainValidator(check)
 
 
 Duration = Annotated[timedelta, PlainValidator(_duration)]
@@ -206,5 +199,6 @@ IpAddress = Annotated[str, PlainValidator(_ip_address)]
 Cidr = Annotated[IPNetwork, PlainValidator(_cidr)]
 SubscriptionId = Annotated[str, PlainValidator(_uuid)]
 HttpsUrl = Annotated[str, PlainValidator(_https_url)]
-PriorityBand = Annotated[tuple[int, int], PlainValidator(_priority_band)]
-MappedPorts = Annotated[tuple[int, int], PlainValidator(_mapped_ports)]
+PriorityBand = Annotated[tuple[int, int], _range(
+    100, 4096, "[100, 199]", "whole numbers", ", the priorities Azure allows")]
+MappedPorts = Annotated[tuple[int, int], _range(1, 65535, "[50000, 50999]", "port numbers")]

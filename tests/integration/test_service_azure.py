@@ -19,6 +19,7 @@ from jitcore.store import Store
 from jitcore.store.models import PriorityReservation
 from tests.fakes.arm import ArmEmulator, rule_properties
 from tests.support.azure import SUBSCRIPTION, emulator_provider, network_client
+from tests.support.bursts import open_together
 from tests.support.fixtures import ManualClock, RecordingNotifier, audit_actions
 from tests.support.policies import APPROVER, REQUESTER, azure_policy
 
@@ -304,20 +305,7 @@ def test_a_hundred_approvals_on_one_nsg_open_within_three_writes(
     grants = [approved(service, source=f"198.51.{100 + n // 200}.{n % 200 + 1}")
               for n in range(100)]
     emulator.op_delay = 2.0
-    results: dict[int, Any] = {}
-    barrier = threading.Barrier(len(grants))
-
-    def open_one(gid: int) -> None:
-        barrier.wait()
-        results[gid] = service.open(gid)
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=open_one, args=(gid,)) for gid in grants]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    took = time.monotonic() - started
+    results, took = open_together(service, grants)
     emulator.op_delay = 0.0
     assert all(view.status is Status.ACTIVE for view in results.values()), \
         {gid: view.error for gid, view in results.items() if view.status is not Status.ACTIVE}

@@ -4,7 +4,6 @@ HTTPS to the ARM emulator, classic rules and Firewall Policy, on SQLite and Post
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from email.message import Message
@@ -21,6 +20,7 @@ from jitcore.store.models import PriorityReservation
 from tests.fakes.arm import ArmEmulator
 from tests.fakes.arm.gateway import Call
 from tests.support.azure import SUBSCRIPTION, emulator_provider
+from tests.support.bursts import open_together
 from tests.support.fixtures import ManualClock, RecordingNotifier, audit_actions
 from tests.support.policies import APPROVER, REQUESTER, firewall_policy_data
 
@@ -194,20 +194,7 @@ def test_twenty_approvals_at_once_open_within_three_writes(
     service = make_service(store, clock, notifier, emulator, mode=mode)
     grants = [approved(service, source=f"198.51.100.{n + 1}") for n in range(20)]
     emulator.op_delay = 10.0
-    results: dict[int, Any] = {}
-    barrier = threading.Barrier(len(grants))
-
-    def open_one(gid: int) -> None:
-        barrier.wait()
-        results[gid] = service.open(gid)
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=open_one, args=(gid,)) for gid in grants]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    took = time.monotonic() - started
+    results, took = open_together(service, grants)
     emulator.op_delay = 0.0
     assert all(view.status is Status.ACTIVE for view in results.values()), \
         {gid: view.error for gid, view in results.items()}
