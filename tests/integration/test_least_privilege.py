@@ -26,9 +26,19 @@ The IAM policy, statement by statement (IAM JSON holds no comments, so the reaso
 The ARNs are for the `aws` partition; elsewhere replace it (e.g. `aws-us-gov`).
 
 The Azure role: writing NSGs (grants and deny rules go out in one PUT of the whole NSG) and
-reading them and their rules, reading NICs, virtual networks and subnets, Azure Firewalls and
-the rule collection groups of their Firewall Policies (the scan), and reading the status of
-the asynchronous writes ARM answers with (Microsoft.Network/locations/operations/read).
+reading them and their rules; reading and writing Azure Firewalls (a classic firewall's DNAT
+grants go out in one PUT of the whole firewall) and reading, writing and deleting Firewall
+Policy rule collection groups (jit's group `jit`, deleted once empty); reading NICs, virtual
+networks and subnets (the scan, which lists firewalls and their policies' groups too); and
+reading the status of the asynchronous writes ARM answers with
+(Microsoft.Network/locations/operations/read, and .../locations/nfvOperations/read for
+rule collection groups: the emulator's action for those polls, not verified against Azure).
+No join/action is granted: jit never PUTs a firewall that names a Firewall Policy (in policy
+mode it writes only the rule collection group), and a classic firewall's PUT carries its
+subnet and public IP references unchanged; whether ARM checks join/action on those unchanged
+references is not on record here (if it refuses with LinkedAuthorizationFailed, add
+Microsoft.Network/virtualNetworks/subnets/join/action and
+Microsoft.Network/publicIPAddresses/join/action on the hub's network).
 
 The check runs last in the session (`@runs_last`, tests/support/cloud_calls.py): it drives the
 providers through every call they make, against moto's server and the ARM emulator, then
@@ -40,6 +50,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,12 +58,22 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from azure.mgmt.network.models import AzureFirewall, SubResource
 
+from jitcore.domain import Status
 from jitcore.policy import AwsLocation, PortPolicy, Target
+from jitcore.policy_file import parse_policy
 from jitcore.ports import RuleSpec
 from jitcore.providers.aws import AwsProvider
 from jitcore.providers.aws_scan import scan_aws
 from jitcore.providers.azure_scan import scan_azure
-from tests.fakes.arm import ArmEmulator, rule_properties
+from jitcore.service import JitService
+from jitcore.store import Store
+from tests.fakes.arm import (
+    FIREWALL_WRITE,
+    GROUP_DELETE,
+    GROUP_WRITE,
+    ArmEmulator,
+    rule_properties,
+)
 from tests.support.azure import (
     SUBSCRIPTION,
     StaticTokenCredential,
@@ -60,7 +81,8 @@ from tests.support.azure import (
     network_client,
 )
 from tests.support.cloud_calls import CloudCallRecorder, runs_last
-from tests.support.policies import azure_policy
+from tests.support.fixtures import ManualClock, RecordingNotifier
+from tests.support.policies import APPROVER, REQUESTER, azure_policy, firewall_policy_data
 
 if TYPE_CHECKING:
     from tests.conftest import AwsGroup
@@ -296,6 +318,27 @@ def seed_firewall_policy(arm: ArmEmulator) -> None:
                                         firewall_policy=SubResource(id=policy_id))).result()
 
 
+def drive_azure_firewalls(arm: ArmEmulator, store: Store) -> None:
+    """A DNAT grant's whole life through JitService, classic rules then Firewall Policy: opened,
+    found by the reconciler as a live grant's, closed at expiry (jit's policy group deleted
+    once empty)."""
+    arm.add_firewall(SUBSCRIPTION, "rg-hub", "fw-hub", public_ip="20.30.40.50")
+    arm.add_firewall_policy(SUBSCRIPTION, "rg-hub", "fwpol-hub")
+    clock = ManualClock()
+    for mode in ("classic", "policy"):
+        policy = parse_policy(firewall_policy_data(arm.url, SUBSCRIPTION, mode=mode), mode)
+        service = JitService(store, policy, {"azure": emulator_provider(arm)},
+                             RecordingNotifier(), clock)
+        grant = service.request(REQUESTER, "hub-vm", "ssh", timedelta(minutes=30), SOURCE,
+                                "least privilege").grant.id
+        service.approve(grant, APPROVER)
+        opened = service.open(grant)
+        assert opened.status is Status.ACTIVE, opened.error
+        assert service.reconcile() == []
+        clock.advance(timedelta(minutes=31))
+        assert service.sweep().closed == [grant]
+
+
 # ---- the check ----------------------------------------------------------------------------------
 
 
@@ -313,11 +356,16 @@ def unused(called: dict[str, str], granted: set[str], document: Path, driver: st
 
 @runs_last
 def test_the_documents_grant_every_cloud_call_jitcore_makes_and_nothing_else(
-        cloud_calls: CloudCallRecorder, aws_group: AwsGroup, arm_emulator: ArmEmulator) -> None:
+        cloud_calls: CloudCallRecorder, aws_group: AwsGroup, arm_emulator: ArmEmulator,
+        sqlite_template: Path, tmp_path: Path) -> None:
     seed_firewall_policy(arm_emulator)
+    shutil.copy(sqlite_template, tmp_path / "jit.db")
+    store = Store.from_url(f"sqlite:///{tmp_path / 'jit.db'}")
     start = cloud_calls.mark()
     drive_aws(aws_group)
     drive_azure(arm_emulator)
+    drive_azure_firewalls(arm_emulator, store)
+    store.dispose()
 
     calls = cloud_calls.calls(since=start)
     assert any(c.by_jitcore for c in calls if c.cloud == "aws")
@@ -331,8 +379,11 @@ def test_the_documents_grant_every_cloud_call_jitcore_makes_and_nothing_else(
     problems = missing(aws, iam_actions(), IAM_POLICY) + missing(azure, azure_actions(),
                                                                  AZURE_ROLE)
     problems += unused(aws, iam_actions(), IAM_POLICY, "drive_aws")
-    problems += unused(azure, azure_actions(), AZURE_ROLE, "drive_azure")
+    problems += unused(azure, azure_actions(), AZURE_ROLE,
+                       "drive_azure or drive_azure_firewalls")
     assert not problems, "\n".join(problems)
+    assert {FIREWALL_WRITE, GROUP_WRITE, GROUP_DELETE} <= azure.keys(), \
+        "the firewall grants should have written in both modes"
 
     # Everything jitcore called in this session, in every test that ran before this one.
     problems = missing(cloud_calls.jitcore_actions("aws"), iam_actions(), IAM_POLICY)
