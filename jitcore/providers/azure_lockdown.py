@@ -7,12 +7,18 @@ port in. Allow rules that would let a managed port in ahead of the deny rules fr
 the port's policy block enabling; `--take-over` snapshots and removes them. Disabling deletes
 the deny rules, puts every removed rule back as it was and reads the NSG back. Rules are
 handled here as ARM's JSON (`name` and `properties`), which is also what a snapshot keeps.
+
+A target behind an Azure Firewall has its standing DNAT rules to a managed port removed and
+put back (azure_firewall_lockdown.py); its NSG, when it names one, is handled as above.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from functools import cached_property
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
@@ -29,6 +35,7 @@ from jitcore.providers.azure_arm import (
     error_message,
     translated,
 )
+from jitcore.providers.azure_firewall_lockdown import DnatLockdown, wider_than
 from jitcore.scan import AZURE_ANYWHERE, port_in_range
 
 DENY_PREFIX = "jit-deny-"
@@ -41,14 +48,78 @@ _WRITABLE = ("protocol", "sourcePortRange", "sourcePortRanges", "destinationPort
 
 class AzureLockdownSupport:
     """`plan_lockdown`, `lock_down`, `lift_lockdown` and `posture` for Azure NSGs, through
-    the NSG rule calls of the provider this is part of."""
+    the NSG rule calls of the provider this is part of; for a target behind an Azure
+    Firewall, its DNAT rules too (azure_firewall_lockdown.py), and its NSG only if it names
+    one."""
 
     _nsg: NsgRules
 
+    @cached_property
+    def _dnat(self) -> DnatLockdown:
+        return DnatLockdown.like(self._nsg)
+
     def plan_lockdown(self, target: Target) -> LockdownPlan:
-        """A Deny rule per port behind the grant band, and the Allow rules that would let a
-        managed port in ahead of it from wider than the port's policy (--take-over only)."""
+        """In the NSG, a Deny rule per port behind the grant band, and the Allow rules that
+        would let a managed port in ahead of it from wider than the port's policy
+        (--take-over only); in the firewall, the standing DNAT rules to a managed port."""
         location = azure_location(target)
+        plan = LockdownPlan(target.name, (), ())
+        if location.network_security_group is not None:
+            plan = self._plan_nsg(target, location)
+        if location.firewall is None:
+            return plan
+        return replace(plan, remove=self._dnat.plan(target, location))
+
+    def lock_down(self, target: Target, plan: LockdownPlan, take_over: bool) -> Lockdown:
+        location = azure_location(target)
+        if plan.blockers and not take_over:
+            raise ProviderError(f"{location.network_security_group} holds rules that let a "
+                                "managed port in ahead of jit; only --take-over removes them")
+        denies = list(plan.details.get("deny", []))
+        if location.network_security_group is not None:
+            with translated(location):
+                for deny in denies:  # closed first, then the wide rules go
+                    self._put(location, deny)
+                for rule in plan.blockers:
+                    self._nsg.delete(location, rule.ref)
+        removed: tuple[FirewallRule, ...] = ()
+        if location.firewall is not None and plan.remove:
+            try:
+                removed = self._dnat.remove(location, plan.remove)
+            except ProviderError as exc:
+                self._undo_nsg(location, denies, plan.blockers, exc)
+                raise
+        return Lockdown(plan.blockers + removed, {"deny": denies})
+
+    def lift_lockdown(self, target: Target, lockdown: Lockdown) -> list[str]:
+        location = azure_location(target)
+        nsg = location.nsg_id.lower()
+        in_nsg = [r for r in lockdown.removed if nsg and r.scope.lower() == nsg]
+        elsewhere = [r for r in lockdown.removed if r not in in_nsg]
+        denies = list(lockdown.created.get("deny", []))
+        differences: list[str] = []
+        if location.network_security_group is not None:
+            differences += self._lift_nsg(location, denies, in_nsg)
+        elif denies:
+            differences.append(f"jit's deny rules ({', '.join(d['name'] for d in denies)}) "
+                               f"are in a network security group {target.name} no longer "
+                               "names: remove them by hand")
+        if elsewhere:  # DNAT rules, or rules of an NSG the policy no longer names
+            differences += self._dnat.restore(target, location, elsewhere)
+        return differences
+
+    def posture(self, target: Target, lockdown: Lockdown) -> list[str]:
+        location = azure_location(target)
+        problems = []
+        if location.network_security_group is not None:
+            problems += self._nsg_posture(target, location, lockdown)
+        if location.firewall is not None:
+            problems += self._dnat.posture(target, location)
+        return problems
+
+    # -- the NSG ----------------------------------------------------------------------------
+
+    def _plan_nsg(self, target: Target, location: AzureLocation) -> LockdownPlan:
         rules = [rule.as_dict() for rule in self._nsg.rules(location)]
         denies = _deny_rules(target, location, rules)
         last = max((d["properties"]["priority"] for d in denies), default=0)
@@ -61,36 +132,40 @@ class AzureLockdownSupport:
                     for d in denies)
         return LockdownPlan(target.name, (), add, blockers, {"deny": denies})
 
-    def lock_down(self, target: Target, plan: LockdownPlan, take_over: bool) -> Lockdown:
-        location = azure_location(target)
-        if plan.blockers and not take_over:
-            raise ProviderError(f"{location.network_security_group} holds rules that let a "
-                                "managed port in ahead of jit; only --take-over removes them")
-        denies = list(plan.details.get("deny", []))
-        with translated(location):
-            for deny in denies:  # closed first, then the wide rules go
-                self._put(location, deny)
-            for rule in plan.blockers:
-                self._nsg.delete(location, rule.ref)
-        return Lockdown(plan.blockers, {"deny": denies})
-
-    def lift_lockdown(self, target: Target, lockdown: Lockdown) -> list[str]:
-        location = azure_location(target)
+    def _lift_nsg(self, location: AzureLocation, denies: list[dict[str, Any]],
+                  removed: Sequence[FirewallRule]) -> list[str]:
         differences: list[str] = []
         with translated(location):
-            for deny in lockdown.created.get("deny", []):
+            for deny in denies:
                 self._nsg.delete(location, deny["name"])
-            for rule in lockdown.removed:
+            for rule in removed:
                 try:
                     self._put(location, dict(rule.body))
                 except HttpResponseError as exc:
                     differences.append(f"{rule.ref} ({rule.summary}) could not be put back: "
                                        f"{error_message(exc)}")
         now = {rule.as_dict()["name"]: rule.as_dict() for rule in self._nsg.rules(location)}
-        return differences + _not_as_before(now, lockdown)
+        return differences + _not_as_before(now, removed, denies)
 
-    def posture(self, target: Target, lockdown: Lockdown) -> list[str]:
-        location = azure_location(target)
+    def _undo_nsg(self, location: AzureLocation, denies: list[dict[str, Any]],
+                  removed: Sequence[FirewallRule], cause: ProviderError) -> None:
+        """The firewall refused after the NSG was closed: put the NSG back as it was, so that
+        nothing is left half enabled and unrecorded."""
+        if location.network_security_group is None or not (denies or removed):
+            return
+        try:
+            left = self._lift_nsg(location, denies, removed)
+        except ProviderError as exc:
+            left = [str(exc)]
+        if left:
+            bodies = "; ".join(f"{r.ref}: {json.dumps(r.body, sort_keys=True)}" for r in removed)
+            raise ProviderError(
+                f"{cause}; and {location.network_security_group} could not be put back as it "
+                f"was ({'; '.join(left)}). Rules jit removed from it: {bodies or 'none'}"
+            ) from cause
+
+    def _nsg_posture(self, target: Target, location: AzureLocation,
+                     lockdown: Lockdown) -> list[str]:
         rules = {r["name"]: r for r in (rule.as_dict() for rule in self._nsg.rules(location))}
         problems = []
         denies = list(lockdown.created.get("deny", []))
@@ -112,16 +187,17 @@ class AzureLockdownSupport:
         self._nsg.put(location, rule["name"], SecurityRule(rule))
 
 
-def _not_as_before(now: Mapping[str, Mapping[str, Any]], lockdown: Lockdown) -> list[str]:
+def _not_as_before(now: Mapping[str, Mapping[str, Any]], removed: Sequence[FirewallRule],
+                   denies: list[dict[str, Any]]) -> list[str]:
     """How the NSG read back after disabling differs from before enabling."""
     differences = []
-    for rule in lockdown.removed:
+    for rule in removed:
         found = now.get(rule.ref)
         if found is not None and _writable(found) != _writable(dict(rule.body)):
             differences.append(f"{rule.ref} is back but differs: now {_summary(found)}, "
                                f"was {rule.summary}")
-    denies = {d["name"] for d in lockdown.created.get("deny", [])}
-    return differences + [f"{name} is still there" for name in now if name in denies]
+    names = {d["name"] for d in denies}
+    return differences + [f"{name} is still there" for name in now if name in names]
 
 
 def _writable(rule: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,22 +234,6 @@ def _reaches(prefixes: list[str], address: str) -> bool:
     return False
 
 
-def _wider_than(prefixes: list[str], port: PortPolicy) -> bool:
-    """Does any of these sources let in more than one grant of this port could: a service tag
-    or `*`, a prefix wider than the port's widest grant, or one outside its allowed sources?"""
-    for prefix in prefixes or ["*"]:
-        try:
-            network = ipaddress.ip_network(prefix, strict=False)
-        except ValueError:
-            return True  # *, Internet, AzureCloud...: wider than any address a grant names
-        widest = port.widest_prefix_v4 if network.version == 4 else port.widest_prefix_v6
-        if network.prefixlen < widest or not any(
-                network.version == n.version and network.subnet_of(n)  # type: ignore[arg-type]
-                for n in port.allowed_sources):
-            return True
-    return False
-
-
 def _lets_in_ahead(rule: Mapping[str, Any], target: Target, location: AzureLocation,
                    deny_priority: int) -> bool:
     """A rule jit did not make that lets one of the target's ports in before jit's deny
@@ -197,7 +257,7 @@ def _lets_in_widely(p: Mapping[str, Any], port: PortPolicy) -> bool:
     if str(p.get("protocol", "*")).lower() not in ("*", str(port.protocol).lower()):
         return False
     return any(port_in_range(port.port, r) for r in _values(p, "destinationPortRange")) \
-        and _wider_than(_values(p, "sourceAddressPrefix"), port)
+        and wider_than(_values(p, "sourceAddressPrefix"), port)
 
 
 def _deny_rules(target: Target, location: AzureLocation,
