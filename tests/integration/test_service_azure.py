@@ -117,8 +117,9 @@ def test_fifty_concurrent_approvals_on_a_busy_nsg(service: JitService, store: St
     assert len(set(priorities)) == 50 and all(100 <= p <= 199 for p in priorities)
     busy = [c for c in emulator.calls if c.error_code == "AnotherOperationInProgress"]
     assert len(busy) == 3, "the emulator should have refused the first three writes"
-    # Opens waiting on one NSG are written together: a handful of PUTs of the whole NSG.
-    assert 1 <= len(nsg_writes(emulator)) <= 6
+    # Opens waiting on one NSG are written together: while the refused writes backed off,
+    # the others queued, so some write carried several (how many: test_a_hundred_... below).
+    assert 1 <= len(nsg_writes(emulator)) < 50
     assert reservations(store) == 50
 
 
