@@ -95,10 +95,8 @@ PLANNED = {"classic": ["inbound/rdp-gw", "inbound/ssh-in", "vendor/rdp-in"],
                       "standing/inbound/ssh-in", "standing/vendor/rdp-in"]}
 
 
-# What changes with every write (etags, provisioning states), and the firewall's private
-# address: ARM assigns it and the SDK leaves it out of a PUT (read-only), but the emulator
-# keeps a firewall's IP configurations as the last PUT gave them.
-_UNSTABLE = frozenset({"etag", "provisioningState", "privateIPAddress"})
+# What changes with every write: etags and provisioning states.
+_UNSTABLE = frozenset({"etag", "provisioningState"})
 
 
 def stripped(value: Any) -> Any:

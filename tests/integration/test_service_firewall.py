@@ -316,3 +316,25 @@ def test_metrics_count_firewall_grants_and_the_writes_that_carried_them(
     assert sample("jit_grants_opened_total", cloud="azure") == 5
     assert sample("jit_cloud_write_changes_total", kind="azure_firewall") - changes == 5
     assert 1 <= sample("jit_cloud_writes_total", kind="azure_firewall") - writes <= 3
+
+
+def test_jits_classic_write_leaves_the_rest_of_the_firewall_as_it_was(
+        service: JitService, emulator: ArmEmulator, mode: str) -> None:
+    before = emulator.firewall(SUBSCRIPTION, HUB, FIREWALL)["properties"]
+    assert service.open(approved(service)).status is Status.ACTIVE
+    after = emulator.firewall(SUBSCRIPTION, HUB, FIREWALL)["properties"]
+    # IP configurations (the private address ARM assigned included), SKU, threat intel mode:
+    # all as they were; only jit's NAT collection is new (classic mode).
+    for key in ("ipConfigurations", "sku", "threatIntelMode", "networkRuleCollections",
+                "applicationRuleCollections"):
+        assert [strip(x) for x in after[key]] == [strip(x) for x in before[key]] \
+            if isinstance(before[key], list) else after[key] == before[key], key
+    assert after["ipConfigurations"][0]["properties"]["privateIPAddress"] == "10.0.1.4"
+    expected = ["jit"] if mode == "classic" else []
+    assert [c["name"] for c in after["natRuleCollections"]] == expected
+
+
+def strip(value: dict[str, Any]) -> dict[str, Any]:
+    """Without what every write changes."""
+    return {k: (strip(v) if isinstance(v, dict) else v) for k, v in value.items()
+            if k not in ("etag", "provisioningState")}

@@ -207,7 +207,8 @@ class Firewalls:
         tier = sku.get("tier") if isinstance(sku, dict) else None
         firewall.sku = {"name": (sku or {}).get("name") or "AZFW_VNet", "tier": tier or "Standard"}
         firewall.threat_intel_mode = str(properties.get("threatIntelMode") or "Alert")
-        firewall.ip_configurations = _ip_configurations(properties.get("ipConfigurations"))
+        firewall.ip_configurations = _ip_configurations(properties.get("ipConfigurations"),
+                                                        firewall.ip_configurations)
         firewall.extra = {k: v for k, v in properties.items() if k not in _OWN}
         firewall.extra["additionalProperties"] = properties.get("additionalProperties") or {}
         firewall.tags = body["tags"] if isinstance(body.get("tags"), dict) else None
@@ -233,13 +234,24 @@ class Firewalls:
         firewall.etag = firewall.fresh_etag()
 
 
-def _ip_configurations(value: object) -> list[Json]:
-    """The IP configurations a PUT gives, as stored: name and properties, no read-only parts."""
+def _ip_configurations(value: object, before: list[Json]) -> list[Json]:
+    """The IP configurations a PUT gives, as stored: name and properties, no read-only parts.
+    The private address is ARM's to assign (read-only): a configuration the firewall had
+    keeps it when the PUT leaves it out, as an SDK's PUT of a firewall it read does."""
     items = value if isinstance(value, list) else []
-    return [{"name": item.get("name"),
-             "properties": {k: v for k, v in (item.get("properties") or {}).items()
-                            if k != "provisioningState"}}
-            for item in items if isinstance(item, dict)]
+    assigned = {str(item.get("name")).lower(): item["properties"].get("privateIPAddress")
+                for item in before if isinstance(item.get("properties"), dict)}
+    stored = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        properties = {k: v for k, v in (item.get("properties") or {}).items()
+                      if k != "provisioningState"}
+        kept = assigned.get(str(item.get("name")).lower())
+        if kept and "privateIPAddress" not in properties:
+            properties["privateIPAddress"] = kept
+        stored.append({"name": item.get("name"), "properties": properties})
+    return stored
 
 
 def _location(body: Json, group: ResourceGroup, existing: Firewall | None) -> str:
