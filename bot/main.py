@@ -6,6 +6,7 @@ Runs the expiry engine in the same process. Stops cleanly on SIGTERM or SIGINT.
 from __future__ import annotations
 
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -48,6 +49,7 @@ class BotSettings(BaseSettings):
     signing_secret: str = Field(validation_alias="SLACK_SIGNING_SECRET", repr=False)
     app_token: str | None = Field(None, validation_alias="SLACK_APP_TOKEN", repr=False)
     http_port: int = Field(3000, validation_alias="JIT_HTTP_PORT")
+    http_host: str = Field("0.0.0.0", validation_alias="JIT_HTTP_HOST")  # noqa: S104 (Slack must reach it)
     api_url: str | None = Field(None, validation_alias="SLACK_API_URL")
     expiry_warning: timedelta | None = Field(timedelta(minutes=5),
                                              validation_alias="JIT_EXPIRY_WARNING")
@@ -101,6 +103,15 @@ class BotSettings(BaseSettings):
         if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
             raise ValueError(f"JIT_HTTP_PORT={text!r} is not a port number (1-65535)")
         return int(text)
+
+    @field_validator("http_host")
+    @classmethod
+    def _http_host(cls, text: str) -> str:
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            raise ValueError(f"JIT_HTTP_HOST={text!r} is not an IP address to listen on, "
+                             "e.g. 0.0.0.0 (all) or 127.0.0.1 (this machine only)") from None
 
     @field_validator("api_url")
     @classmethod
@@ -177,7 +188,9 @@ def main() -> None:
         sys.exit(1)
 
 
-def run(settings: BotSettings) -> None:
+def run(settings: BotSettings, stop: threading.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; or, given `stop` (jit-bot inside another program, such
+    as `jit demo`), until it is set, leaving the signals to that program."""
     from slack_bolt.error import BoltError
     from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
@@ -220,9 +233,10 @@ def run(settings: BotSettings) -> None:
         raise JitError(f"cannot check the bot token with Slack at "
                        f"{settings.api_url or WebClient.BASE_URL}auth.test: {exc}") from None
     engine = Engine(service)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    if stop is None:
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
     service.warm_up()
     delivery.start()  # what a previous process owed goes first
     engine.start()
@@ -237,7 +251,8 @@ def run(settings: BotSettings) -> None:
 
             handler = connect(app, settings.app_token)
             log.info("jit-bot connected over Socket Mode")
-            serve_http(ops_app(readiness), settings.http_port, stop)  # the probes, /metrics
+            serve_http(ops_app(readiness), settings.http_port, stop,  # the probes, /metrics
+                       host=settings.http_host)
             handler.close()
         else:
             from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -247,7 +262,8 @@ def run(settings: BotSettings) -> None:
             # Bolt parses a body before it checks its signature: unsigned junk must not reach it
             slack = SignedOnly(SlackRequestHandler(app, path=EVENTS_PATH),
                                settings.signing_secret, path=EVENTS_PATH)
-            serve_http(ops_app(readiness, slack), settings.http_port, stop)
+            serve_http(ops_app(readiness, slack), settings.http_port, stop,
+                       host=settings.http_host)
     finally:
         later.close()
         engine.shutdown()
@@ -256,17 +272,18 @@ def run(settings: BotSettings) -> None:
         log.info("jit-bot stopped")
 
 
-def serve_http(wsgi_app: Any, port: int, stop: threading.Event) -> None:
+def serve_http(wsgi_app: Any, port: int, stop: threading.Event,
+               host: str = "0.0.0.0") -> None:  # noqa: S104 (Slack must reach it)
     """Serve `wsgi_app` with waitress until `stop` is set."""
     from waitress.server import create_server
 
-    server = create_server(wsgi_app, host="0.0.0.0", port=port, threads=HTTP_THREADS,  # noqa: S104 (Slack must reach it)
+    server = create_server(wsgi_app, host=host, port=port, threads=HTTP_THREADS,
                            backlog=socket.SOMAXCONN, ident="jit-bot",
                            max_request_body_size=MAX_REQUEST_BODY)
     thread = threading.Thread(target=server.run, name="jit-http", daemon=True)
     thread.start()
-    log.info("jit-bot listening on http://0.0.0.0:%d (%s, /healthz, /readyz, /metrics)",
-             port, EVENTS_PATH)
+    log.info("jit-bot listening on http://%s:%d (%s, /healthz, /readyz, /metrics)",
+             host, port, EVENTS_PATH)
     stop.wait()
     # The requests being answered finish first (up to 5 s); closing the server before would
     # close the trigger their answers use to wake the I/O loop (EBADF in the log). Their

@@ -399,5 +399,28 @@ def _on_signals(handler: Callable[[], None]) -> None:
         signal.signal(sig, lambda *_: handler())
 
 
+def _plugins() -> None:
+    """Commands other packages add to `jit` (entry points "jit.commands"): `jit demo` comes
+    from jit-bot's playground, which jitcore does not import itself."""
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group="jit.commands"):
+        if point.name in cli.commands:
+            continue
+        try:
+            command = point.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the rest down
+            command = _unavailable(point.name, exc)
+        cli.add_command(command, point.name)
+
+
+def _unavailable(name: str, exc: Exception) -> click.Command:
+    def refuse() -> None:
+        raise click.ClickException(f"jit {name} cannot load: {exc}")
+
+    return click.Command(name, callback=refuse, help=f"(unavailable: {exc})")
+
+
 def main() -> None:
+    _plugins()
     cli(prog_name="jit")
