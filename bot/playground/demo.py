@@ -178,10 +178,15 @@ def demo(policy_file: Path | None, port: int) -> None:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    with playground(policy_file, port) as url:
-        click.echo(f"jit playground: {url}  (not connected to Slack or any cloud)")
-        click.echo("Open it in a browser; Ctrl-C to stop.")
-        sys.stdout.flush()
-        done.wait()
-        click.echo("stopping...")
+    from jitcore.errors import JitError
+
+    try:
+        with playground(policy_file, port) as url:
+            click.echo(f"jit playground: {url}  (not connected to Slack or any cloud)")
+            click.echo("Open it in a browser; Ctrl-C to stop.")
+            sys.stdout.flush()
+            done.wait()
+            click.echo("stopping...")
+    except (OSError, JitError) as exc:  # a port in use, a policy jit refuses: one line
+        raise click.ClickException(str(exc)) from None
     click.echo("stopped; nothing is left running.")
