@@ -135,7 +135,9 @@ CARD_OUTCOME: dict[EventKind, Callable[[GrantEvent], str]] = {
     EventKind.LAPSED: lambda e: "lapsed: no decision in time",
     EventKind.OPENED: lambda e: f"open until {_expires(e.grant)} UTC",
     EventKind.OPEN_FAILED: lambda e: f"failed: {_detail(e)}",
-    EventKind.CLOSED: lambda e: f"closed ({escape(e.grant.close_reason or 'done')})",
+    EventKind.CLOSED: lambda e: (f"closed (revoked by {who(e.actor)})"
+                                 if e.grant.close_reason == "revoked"
+                                 else f"closed ({escape(e.grant.close_reason or 'done')})"),
 }
 
 

@@ -74,7 +74,8 @@ def request_modal(prefill: dict[str, str], targets: list[str], services: list[st
             "Ask the jit admins to add you to the policy.")], None)
     return _modal(REQUEST_MODAL, "Request access", [
         _input("service", "Service", _select(services, prefill.get("service"), "ssh, rdp ...")),
-        _input("target", "Target", _select(targets, prefill.get("target"), "Choose a target")),
+        _input("target", "Target", _select(targets, prefill.get("target") or (
+            targets[0] if len(targets) == 1 else None), "Choose a target")),
         _input("duration", "Duration", _text_input(prefill.get("duration"), "30m, 2h or 1h30m",
                                                    32)),
         _input("source", "Your source address", _text_input(

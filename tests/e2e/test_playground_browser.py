@@ -283,6 +283,9 @@ def request_through_the_modal(steps: Steps) -> None:
     expect(modal).to_contain_text("Request access")
     service = modal.get_by_test_id("input-service")
     expect(service.locator("option:checked")).to_have_text("ssh")
+    # The only target there is comes chosen.
+    target = modal.get_by_test_id("input-target")
+    expect(target.locator("option:checked")).to_have_text("demo-vm")
     steps.shot("modal-open")
 
     modal.get_by_test_id("input-duration").fill("3m")

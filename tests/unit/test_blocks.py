@@ -573,3 +573,10 @@ def test_long_lists_stop_where_slack_would_refuse_them(build: Callable[[], dict[
     assert left is not None
     shown = sum(t.count("\n") + 1 for t in texts(message["blocks"][1:-1]))
     assert shown + int(left[1]) == 3000 and shown > 100  # every one shown or counted
+
+
+def test_the_request_form_chooses_the_only_target_there_is() -> None:
+    view = blocks.request_modal({}, ["demo-vm"], ["ssh", "rdp"])
+    inputs = {b["block_id"]: b for b in view["blocks"] if b["type"] == "input"}
+    assert inputs["target"]["element"]["initial_option"]["value"] == "demo-vm"
+    assert "initial_option" not in inputs["service"]["element"]

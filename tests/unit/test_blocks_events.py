@@ -77,7 +77,7 @@ def test_a_free_standing_alert_is_escaped() -> None:
     (EventKind.LAPSED, "jit", "", "lapsed: no decision in time"),
     (EventKind.OPENED, "jit", "", "open until 14:30 UTC"),
     (EventKind.OPEN_FAILED, "jit", "Rules\nLimit <x>", "failed: Rules Limit &lt;x&gt;"),
-    (EventKind.CLOSED, "jit", "", "closed (revoked)"),
+    (EventKind.CLOSED, "U0ALICE", "", "closed (revoked by <@U0ALICE>)"),
 ])
 def test_the_card_once_the_request_moves_on(kind: EventKind, actor: str, detail: str,
                                             said: str) -> None:
@@ -88,6 +88,12 @@ def test_the_card_once_the_request_moves_on(kind: EventKind, actor: str, detail:
     assert decided["text"]["text"] == f"*Decided by <@U0BOB> at 14:02 UTC:* {said}"
     assert card["text"] == f"jit #42: {said}"
     assert all(b["type"] != "actions" for b in card["blocks"])
+
+
+def test_a_card_closed_at_its_end_says_why_not_who() -> None:
+    grant = dataclasses.replace(ACTIVE, close_reason="expired")
+    card = blocks.card_update(event(EventKind.CLOSED, "jit", "", grant=grant), TARGET)
+    assert card["text"] == "jit #42: closed (expired)"
 
 
 def test_every_card_outcome_the_outbox_owes_has_words() -> None:

@@ -880,7 +880,9 @@ function startPage(win, doc) {
   }
 
   function clock(ms) {
-    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    // As jit writes its times: 24-hour, UTC.
+    return new Date(ms).toLocaleTimeString("en-GB", {
+      hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: "UTC" }) + " UTC";
   }
 
   /* The message's ts when it reads as a time near now, else when the page saw it arrive. */
