@@ -175,6 +175,9 @@ def demo(policy_file: Path | None, port: int) -> None:
         raise click.ClickException("the playground needs its extra: pip install 'jit[demo]' "
                                    "(from a checkout: pip install '.[demo]')") from None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Bolt warns at start that the bot token in the environment is unused beside the client
+    # jit gives it: true, and nothing a person trying jit can act on.
+    logging.getLogger("slack_bolt.App").setLevel(logging.ERROR)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
