@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -14,6 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from jitcore.errors import JitError
 from jitcore.reconcile import sweep_owes_closes
 from jitcore.service import JitService
+from jitcore.store.watch import CommitWatch
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,10 @@ def _nothing() -> None:
 class Engine:
     """The expiry engine: a sweep every `interval`, a reconcile every `reconcile_every`, and
     a posture check of the enabled targets every `posture_every`.
+
+    Between ticks an alarm (`Alarm`) sleeps until the next thing due (an end, a lapse, a
+    retry, a warning), waking early when anyone commits, and then sweeps at once: a grant
+    is closed at its time, not at the next tick. The tick stays, as the backstop.
 
     Reconcile starts only once the sweep has caught up after start (nothing due left
     ACTIVE, no close under way): listing the firewalls while the sweep drains what came due
@@ -42,6 +48,7 @@ class Engine:
         self.last_sweep_at: datetime | None = None  # when the last sweep completed
         self.sweep_started_at: datetime | None = None  # when the latest one began
         self._caught_up = threading.Event()  # set once a sweep left nothing due unclosed
+        self.alarm: Alarm | None = None
 
     def start(self) -> None:
         """Start ticking; the first sweep runs at once, closing whatever came due while down.
@@ -64,6 +71,8 @@ class Engine:
                               coalesce=True, misfire_grace_time=None)
         self._scheduler = scheduler  # before the first sweep can find it caught up
         scheduler.start()
+        self.alarm = Alarm(self, cap=self.interval)
+        self.alarm.start()
 
     def sweep(self) -> None:
         self.sweep_started_at = datetime.now(UTC)
@@ -74,6 +83,8 @@ class Engine:
             log.exception("sweep failed; retrying at the next tick")
             return
         self.last_sweep_at = datetime.now(UTC)
+        if self.alarm is not None:
+            self.alarm.swept.set()
         if report.busy:
             log.info("sweep: closed %d, failed %d, opened %d, lapsed %d", len(report.closed),
                      len(report.failed), len(report.opened), len(report.lapsed))
@@ -141,7 +152,15 @@ class Engine:
     def running(self) -> bool:
         return self._scheduler is not None and self._scheduler.running
 
+    def sweep_now(self) -> None:
+        """Run the sweep job at once (after the one running, if any; never two at a time)."""
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.modify_job("sweep", next_run_time=datetime.now(UTC))
+
     def shutdown(self, wait: bool = True) -> None:
+        if self.alarm is not None:
+            self.alarm.stop()
+            self.alarm = None
         if self._scheduler is not None and self._scheduler.running:
             self.service.stop()  # a sweep in a burst ends after its batch, not the burst
             self._scheduler.shutdown(wait=wait)
@@ -155,3 +174,62 @@ class Engine:
             stop.wait()
         finally:
             self.shutdown()
+
+
+class Alarm:
+    """Sleeps until the earliest due time the database holds (at most `cap`), waking early
+    when anyone commits (store/watch.py), and has the engine sweep when that time comes.
+    Only an alarm: the sweep reads what is due; a missed wake-up costs at most the tick."""
+
+    def __init__(self, engine: Engine, cap: timedelta) -> None:
+        self._engine = engine
+        self._cap = cap.total_seconds()
+        self._stopping = threading.Event()
+        self.swept = threading.Event()  # set by each sweep's end
+        self._kicked: datetime | None = None  # the due time the last sweep was run for
+        self._thread = threading.Thread(target=self._run, name="jit-alarm", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        watch: CommitWatch | None = None
+        while not self._stopping.is_set():
+            try:
+                if watch is None:
+                    watch = self._engine.service.store.watch_commits()
+                self._once(watch)
+            except Exception as exc:  # noqa: BLE001 - the database is away: the tick sweeps
+                log.debug("the engine's alarm cannot read the database: %s", exc)
+                watch = self._closed(watch)
+                self._stopping.wait(self._cap)
+        self._closed(watch)
+
+    @staticmethod
+    def _closed(watch: CommitWatch | None) -> None:
+        if watch is not None:
+            with suppress(Exception):  # its connection may be gone with the database
+                watch.close()
+
+    def _once(self, watch: CommitWatch) -> None:
+        service = self._engine.service
+        due = service.next_due()
+        wait = self._cap if due is None else min(
+            self._cap, (due - service.clock.now()).total_seconds())
+        if wait > 0:
+            watch.wait(wait)  # a commit: read the next due time again
+            return
+        assert due is not None  # (with nothing due, the wait above is the whole cap)
+        if due == self._kicked:
+            # Swept for it already and it is still due (a close that keeps failing, say):
+            # the tick retries it; wake again for something new.
+            watch.wait(self._cap)
+            return
+        self._kicked = due
+        self.swept.clear()
+        self._engine.sweep_now()
+        self.swept.wait(self._cap)  # then look again (what was due is done, or retrying)

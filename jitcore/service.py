@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -246,6 +246,11 @@ class JitService:
     def open(self, grant_id: int) -> GrantView:
         """APPROVED -> OPENING -> ACTIVE (or FAILED). Safe to call again after a crash."""
         return self.opener.open(grant_id)
+
+    def next_due(self) -> datetime | None:
+        """When the sweep next has something to do (the engine's alarm sleeps until then)."""
+        with self.store.read() as session:
+            return repo.next_due(session, self.settings.warn_before)
 
     def sweep(self) -> SweepReport:
         """One pass of the engine: lapse, warn, expire, retry closes, finish stalled opens."""

@@ -27,6 +27,7 @@ from jitcore.ports import Clock, Notifier
 from jitcore.store import Store
 from jitcore.store import repository as repo
 from jitcore.store.models import Grant, RuleHandle, outbox_table
+from jitcore.store.watch import notify
 
 log = logging.getLogger("jitcore.service")
 
@@ -66,6 +67,8 @@ class UnitOfWork:
             work.chain.flush()
             if self.posts is not None:
                 self.posts.write(session, events, self.clock.now())
+            if events:  # a due time may have been made or moved: the engines' alarms wake
+                notify(session)
         self.publish(events)
 
     def change(self, grant_id: int, from_: Status, to: Status, actor: str, kind: EventKind,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Column,
@@ -38,6 +38,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jitcore.errors import StoreError
 from jitcore.store.deadlines import Watchdog, within
+
+if TYPE_CHECKING:
+    from jitcore.store.watch import CommitWatch
 
 DEFAULT_DATABASE_URL = "sqlite:///./jit.db"
 _READ_ONLY = "jit_read_only"
@@ -285,6 +288,15 @@ class Store:
         finally:
             connection.close()
         return int(row[1]), int(row[2])
+
+    def watch_commits(self) -> CommitWatch:
+        """A watch that tells when anyone commits (store/watch.py); close() it when done."""
+        from jitcore.store.watch import PostgresWatch, SqliteWatch
+
+        connection = self.engine.raw_connection()
+        if self.dialect == "postgresql":
+            return PostgresWatch(connection)
+        return SqliteWatch(connection)
 
     def check_schema(self) -> None:
         """Raise StoreError unless the database is reachable and migrated to head."""

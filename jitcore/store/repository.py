@@ -138,6 +138,28 @@ def due_for_retry(session: Session, statuses: Collection[Status], now: datetime,
     ).all()
 
 
+def next_due(session: Session, warn_before: timedelta | None) -> datetime | None:
+    """The earliest time the sweep has something to do: an end, a lapse, a retry or a
+    warning (one round trip; each minimum is read off its (status, time) index)."""
+    def earliest(column: Any, *statuses: Status) -> Any:
+        return (select(func.min(column))
+                .where(Grant.status.in_([s.value for s in statuses])).scalar_subquery())
+
+    retrying = (Status.APPROVED, Status.OPENING, Status.CLOSING, Status.CLOSE_FAILED)
+    found = list(session.execute(select(
+        earliest(Grant.expires_at, Status.ACTIVE),
+        earliest(Grant.lapses_at, Status.PENDING),
+        *(earliest(Grant.next_attempt_at, status) for status in retrying),
+        select(func.min(Grant.expires_at)).where(
+            Grant.status == Status.ACTIVE.value, Grant.warned_at.is_(None)).scalar_subquery(),
+    )).one())
+    warning = found.pop()
+    if warning is not None and warn_before is not None:
+        found.append(warning - warn_before)
+    times = [t for t in found if t is not None]
+    return min(times) if times else None
+
+
 def due_to_lapse(session: Session, now: datetime, limit: int) -> Sequence[int]:
     return session.scalars(_claimable(
         select(Grant.id)
