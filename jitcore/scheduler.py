@@ -225,9 +225,11 @@ class Alarm:
             return
         assert due is not None  # (with nothing due, the wait above is the whole cap)
         if due == self._kicked:
-            # Swept for it already and it is still due (a close that keeps failing, say):
-            # the tick retries it; wake again for something new.
-            watch.wait(self._cap)
+            # Asked for a sweep already and it is still due: a sweep draining a burst (its
+            # batches commit one after another), or a step that keeps failing. Wait for the
+            # next sweep to end, not for each commit.
+            self.swept.clear()
+            self.swept.wait(self._cap)
             return
         self._kicked = due
         self.swept.clear()
