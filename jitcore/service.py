@@ -250,7 +250,7 @@ class JitService:
     def next_due(self) -> datetime | None:
         """When the sweep next has something to do (the engine's alarm sleeps until then)."""
         with self.store.read() as session:
-            return repo.next_due(session, self.settings.warn_before)
+            return repo.next_due(session, self.settings.warn_before, self.clock.now())
 
     def sweep(self) -> SweepReport:
         """One pass of the engine: lapse, warn, expire, retry closes, finish stalled opens."""

@@ -71,7 +71,7 @@ class Sweep:
         now = self.uow.clock.now()
         with self.uow.begin() as work:
             due = repo.due_for_warning(work.session, now + self.settings.warn_before,
-                                       self.settings.batch)
+                                       self.settings.batch, after=now)
             rows = repo.transition_many(work.session, due, Status.ACTIVE, Status.ACTIVE,
                                         warned_at=now)
             for row in rows:

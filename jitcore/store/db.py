@@ -359,7 +359,15 @@ def head_revision() -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
-    """Migrate the database to `revision`; returns the revision it is at afterwards."""
+    """Migrate the database to `revision`; returns the revision it is at afterwards.
+    A database already at head costs one read: Alembic is not even imported."""
+    if revision == "head":
+        try:
+            with engine.connect() as conn:
+                if _current_revision(conn) == SCHEMA_REVISION:
+                    return SCHEMA_REVISION
+        except OperationalError:
+            pass  # no such database yet, or unreachable: Alembic says which below
     from alembic import command
 
     try:

@@ -118,12 +118,16 @@ def due_for_expiry(session: Session, now: datetime, limit: int) -> Sequence[int]
     ).all()
 
 
-def due_for_warning(session: Session, before: datetime, limit: int) -> Sequence[int]:
-    """Active grants that end before `before` and whose holder has not been warned yet."""
+def due_for_warning(session: Session, before: datetime, limit: int,
+                    after: datetime | None = None) -> Sequence[int]:
+    """Active grants that end before `before` (and after `after`: one already overdue is
+    closed, not warned) and whose holder has not been warned yet."""
+    ending = Grant.expires_at <= before
+    if after is not None:
+        ending = and_(ending, Grant.expires_at > after)
     return session.scalars(_claimable(
         select(Grant.id)
-        .where(Grant.status == Status.ACTIVE.value, Grant.expires_at <= before,
-               Grant.warned_at.is_(None))
+        .where(Grant.status == Status.ACTIVE.value, ending, Grant.warned_at.is_(None))
         .order_by(Grant.expires_at), limit)
     ).all()
 
@@ -138,7 +142,8 @@ def due_for_retry(session: Session, statuses: Collection[Status], now: datetime,
     ).all()
 
 
-def next_due(session: Session, warn_before: timedelta | None) -> datetime | None:
+def next_due(session: Session, warn_before: timedelta | None,
+             now: datetime) -> datetime | None:
     """The earliest time the sweep has something to do: an end, a lapse, a retry or a
     warning (one round trip; each minimum is read off its (status, time) index)."""
     def earliest(column: Any, *statuses: Status) -> Any:
@@ -151,7 +156,8 @@ def next_due(session: Session, warn_before: timedelta | None) -> datetime | None
         earliest(Grant.lapses_at, Status.PENDING),
         *(earliest(Grant.next_attempt_at, status) for status in retrying),
         select(func.min(Grant.expires_at)).where(
-            Grant.status == Status.ACTIVE.value, Grant.warned_at.is_(None)).scalar_subquery(),
+            Grant.status == Status.ACTIVE.value, Grant.warned_at.is_(None),
+            Grant.expires_at > now).scalar_subquery(),
     )).one())
     warning = found.pop()
     if warning is not None and warn_before is not None:

@@ -367,6 +367,37 @@ def test_the_expiry_warning_comes_once_per_end(world: World) -> None:
     assert world.trail(gid).count("expiring") == 2
 
 
+def test_a_grant_already_overdue_is_closed_not_warned(world: World) -> None:
+    """After downtime: "ends in 1s" for a grant that ended long ago is noise, and costs the
+    restart time; the sweep closes it."""
+    overdue = world.active()
+    world.clock.advance(timedelta(minutes=40))  # jit was down; the grant ended 10 min ago
+    assert world.service.warn_expiring() == []
+    assert world.service.next_due() == world.service.get(overdue).expires_at
+    report = world.service.sweep()
+    assert report.closed == [overdue]
+    assert "expiring" not in world.trail(overdue)
+
+
+def test_the_next_due_time_is_the_earliest_end_lapse_retry_or_warning(world: World) -> None:
+    assert world.service.next_due() is None
+    gid = world.active()  # ends in 30 min: its warning, 5 min before, comes first
+    ends = world.service.get(gid).expires_at
+    assert ends is not None
+    assert world.service.next_due() == ends - timedelta(minutes=5)
+    world.clock.advance(timedelta(minutes=26))
+    assert world.service.warn_expiring() == [gid]
+    assert world.service.next_due() == ends
+    pending = world.request()  # lapses after the approval timeout (1 h)
+    lapses = world.clock.now() + timedelta(hours=1)
+    assert world.service.next_due() == ends
+    world.clock.advance(timedelta(minutes=5))
+    world.service.sweep()
+    assert world.service.get(gid).status.value == "CLOSED"
+    assert world.service.next_due() == lapses
+    assert world.service.get(pending).status.value == "PENDING"
+
+
 # ---- slots -----------------------------------------------------------------------------
 
 def slots_tried(world: World, gid: int) -> list[int | None]:
