@@ -329,7 +329,7 @@ def _lock_key(name: str) -> int:
 
 # The newest migration. Kept here so a start-up check need not load Alembic (a test pins it
 # to Alembic's own head).
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 _alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32)))
 
 
@@ -373,6 +373,8 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     try:
         with within(None):  # a migration takes as long as it takes
             command.upgrade(_alembic_config(engine), revision)
+        # Connections opened before read the schema and SQLite's statistics as they were.
+        engine.dispose()
         with engine.connect() as conn:
             return _current_revision(conn)
     except OperationalError as exc:

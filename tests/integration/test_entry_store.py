@@ -122,7 +122,7 @@ def test_0007_adds_and_drops_the_column_under_grants_holding_rules(fresh_url: st
     try:
         assert upgrade(store.engine, "0006") == "0006"
         before = add_grant_at_0006(store)
-        assert upgrade(store.engine) == "0007"
+        assert upgrade(store.engine, "0007") == "0007"
         with store.read() as session:
             row = session.get(Grant, before)
             assert row is not None and row.rule_handle_id is not None
@@ -133,7 +133,7 @@ def test_0007_adds_and_drops_the_column_under_grants_holding_rules(fresh_url: st
         with store.engine.connect() as conn:
             assert "entry" not in {c["name"] for c in inspect(conn).get_columns("rule_handles")}
             assert len(conn.execute(select(grants_table.c.rule_handle_id)).all()) == 2
-        assert upgrade(store.engine) == "0007"
+        assert upgrade(store.engine, "0007") == "0007"
         with store.read() as session:
             assert {v.id: v.entry for v in repo.list_views(session)} == {before: None,
                                                                          after: None}
