@@ -62,7 +62,10 @@ class SqliteWatch:
             time.sleep(min(_POLL, left))
 
     def close(self) -> None:
-        self._connection.close()
+        try:
+            self._connection.close()
+        except Exception:  # noqa: BLE001 - as for PostgresWatch.close
+            self._connection.invalidate()
 
 
 class PostgresWatch:
@@ -85,5 +88,7 @@ class PostgresWatch:
         try:
             self._connection.execute(f"UNLISTEN {CHANNEL}")
             self._connection.autocommit = False
-        finally:
-            self._pooled.close()
+        except Exception:  # noqa: BLE001 - the connection is gone (the database went away)
+            self._pooled.invalidate()  # dropped, not handed back to the pool to reset
+            return
+        self._pooled.close()

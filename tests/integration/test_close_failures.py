@@ -70,5 +70,5 @@ def test_close_failed_then_recovers(store: Store, clock: ManualClock,
         Filters=[{"Name": "group-id", "Values": [aws_group.group_id]}])["SecurityGroupRules"]
     assert rule not in {r["SecurityGroupRuleId"] for r in rules}
     assert audit_actions(store, gid) == [
-        "requested", "approved", "opening", "opened", "expiring", "closing", "close_retry",
+        "requested", "approved", "opening", "opened", "closing", "close_retry",
         "close_retry", "close_retry", "close_retry", "close_failed", "close_retry", "closed"]

@@ -111,7 +111,7 @@ def test_a_grant_through_the_firewall_is_one_dnat_rule_removed_at_the_end(
     assert service.get(gid).status is Status.CLOSED
     assert reservations(store) == 0
     assert audit_actions(store, gid) == ["requested", "approved", "opening", "opened",
-                                         "expiring", "closing", "closed"]
+                                         "closing", "closed"]  # overdue when swept: no warning
 
 
 def test_mapped_ports_are_the_lowest_free_and_skip_ports_others_forward(

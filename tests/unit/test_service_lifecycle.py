@@ -288,7 +288,7 @@ def test_closing_to_close_failed(world: World) -> None:
     assert retries == [1, 2, 3, 4, 5]
     assert world.moves(gid) == path(PENDING, APPROVED, OPENING, ACTIVE, CLOSING, CLOSE_FAILED)
     assert world.trail(gid) == world.told(gid) == [
-        *OPENED, "expiring", "closing", *["close_retry"] * 4, "close_failed"]
+        *OPENED, "closing", *["close_retry"] * 4, "close_failed"]
 
 
 def test_close_failed_to_closed(world: World) -> None:
