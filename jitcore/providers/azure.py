@@ -10,7 +10,6 @@ reserved in the target's band (`placement`). Request bodies are built with
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
@@ -23,7 +22,7 @@ from jitcore.policy import AzureLocation, Target
 from jitcore.ports import OpenedRule, OwnedRule, RuleSpec, SlotPool
 from jitcore.providers.azure_arm import (
     BUSY,
-    RULE_PREFIX,
+    GRANT_RULE,
     ArmClients,
     Backoff,
     NsgRules,
@@ -31,6 +30,7 @@ from jitcore.providers.azure_arm import (
     azure_location,
     error_code,
     nsg_rule,
+    rule_name,
     translated,
 )
 from jitcore.providers.azure_firewall import FirewallNat
@@ -39,7 +39,6 @@ from jitcore.providers.azure_lockdown import AzureLockdownSupport
 
 __all__ = ["AzureProvider", "Backoff", "rule_name"]
 
-_GRANT_RULE = re.compile(r"^jit-(\d+)$")
 _NSG_GONE = frozenset({"ResourceNotFound", "ResourceGroupNotFound"})
 
 
@@ -114,7 +113,7 @@ class AzureProvider(AzureLockdownSupport):
         scope = location.firewall.scope if location.firewall is not None else location.nsg_id
         listed = {rule.ref for rule in owned}
         for rule in self._nsg.rules(location):
-            match = _GRANT_RULE.match(str(rule.name))
+            match = GRANT_RULE.match(str(rule.name))
             if match is None or rule.properties is None or rule.name in listed:
                 continue  # not a grant's rule (a deny rule jit keeps, or anyone else's)
             p = rule.properties
@@ -161,10 +160,6 @@ class AzureProvider(AzureLockdownSupport):
         # If this fails too, reconcile removes it later: it has jit's name and no live grant.
         with suppress(HttpResponseError, ServiceRequestError, ServiceResponseError):
             self._nsg.delete(location, name)
-
-
-def rule_name(grant_id: int) -> str:
-    return f"{RULE_PREFIX}{grant_id}"
 
 
 def _port(ports: str | None) -> int:

@@ -13,8 +13,10 @@ retries that refusal with jittered backoff, honouring `Retry-After`.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +52,13 @@ S = TypeVar("S")
 C = TypeVar("C")
 
 RULE_PREFIX = "jit-"
+# A grant's rule (NSG or DNAT): jit-<grant id>.
+GRANT_RULE = re.compile(r"^jit-(\d+)$")
+
+
+def rule_name(grant_id: int) -> str:
+    return f"{RULE_PREFIX}{grant_id}"
+
 # ARM's protocol names for jit's.
 PROTOCOLS = {"tcp": "Tcp", "udp": "Udp"}
 
@@ -119,7 +128,7 @@ class ArmClients:
         return credential
 
 
-class WholeWrites(Generic[S, C]):
+class WholeWrites(ABC, Generic[S, C]):
     """Changes to one ARM resource written by PUT of the whole resource, coalesced.
 
     Every change waiting on one resource (coalesce.py) is applied to a fresh read (`_read`,
@@ -139,15 +148,17 @@ class WholeWrites(Generic[S, C]):
         self.writes: Coalescer[tuple[AzureLocation, C], object] = Coalescer(
             self._write_batch, kind=self.kind)
 
+    @abstractmethod
     def _read(self, location: AzureLocation) -> S:
-        raise NotImplementedError
+        """The resource as it is now (its etag included)."""
 
+    @abstractmethod
     def _apply(self, state: S, change: C, location: AzureLocation) -> tuple[object, bool]:
         """Apply one change to the state read: its outcome and whether it changed anything."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _send(self, location: AzureLocation, state: S) -> None:
-        raise NotImplementedError
+        """Write the state back, with If-Match on the etag it was read with."""
 
     def _write_batch(self, key: str,
                      changes: Sequence[tuple[AzureLocation, C]]) -> list[object]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,10 +37,9 @@ from azure.mgmt.network.models import FirewallPolicyRuleCollectionGroup
 from jitcore.errors import ProviderError
 from jitcore.policy import AzureFirewall, AzureLocation, PortPolicy, Target
 from jitcore.ports import FirewallRule
-from jitcore.providers.azure_arm import WholeWrites, translated
+from jitcore.providers.azure_arm import GRANT_RULE, WholeWrites, translated
 
 JIT = "jit"  # jit's NAT collection, and in policy mode its rule collection group
-_GRANT_RULE = re.compile(r"^jit-\d+$")
 _NAT_COLLECTION = "firewallpolicynatrulecollection"
 
 
@@ -273,7 +271,7 @@ def _tampered(found: _Found, port: PortPolicy | None, target: Target,
               location: AzureLocation) -> list[str]:
     """What is wrong with a rule in jit's collection, as far as this target can tell."""
     name = str(found.rule.get("name"))
-    if not _GRANT_RULE.match(name):
+    if not GRANT_RULE.match(name):
         return [f"{found.ref} in jit's collection is not one of jit's rules (jit names its "
                 f"rules jit-<grant id>): {_summary(found)}"]
     if not _same_address(found.rule.get("translatedAddress"), location.destination):

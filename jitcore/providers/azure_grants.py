@@ -11,7 +11,6 @@ handle is the DNAT rule, and closing it removes both.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Sequence
 from contextlib import suppress
 
@@ -23,16 +22,15 @@ from jitcore.policy import AzureFirewall, AzureLocation
 from jitcore.ports import OpenedRule, OwnedRule, RuleSpec, SlotPool
 from jitcore.providers.azure_arm import (
     BUSY,
-    RULE_PREFIX,
+    GRANT_RULE,
     NsgRules,
     async_failure,
     error_code,
     nsg_rule,
+    rule_name,
     translated,
 )
 from jitcore.providers.azure_firewall import DnatRule, FirewallNat
-
-_GRANT_RULE = re.compile(r"^jit-(\d+)$")
 
 
 class FirewallGrants:
@@ -57,7 +55,7 @@ class FirewallGrants:
     def open(self, spec: RuleSpec, location: AzureLocation, nsg: NsgRules) -> OpenedRule:
         firewall = _firewall(location)
         assert spec.slot is not None
-        name = f"{RULE_PREFIX}{spec.grant_id}"
+        name = rule_name(spec.grant_id)
         rule = DnatRule(name=name, source=spec.source, public_ip=firewall.public_ip,
                         mapped_port=spec.slot, protocol=spec.port.protocol.value.upper(),
                         to_address=location.destination, to_port=spec.port.port,
@@ -100,7 +98,7 @@ class FirewallGrants:
             rules = self.nat.rules(location)
         owned = []
         for rule in rules:
-            match = _GRANT_RULE.match(rule.name)
+            match = GRANT_RULE.match(rule.name)
             owned.append(OwnedRule(
                 scope=firewall.scope, ref=rule.name,
                 grant_id=int(match.group(1)) if match else None, port=rule.to_port,
