@@ -48,12 +48,17 @@ from jitcore.ports import Clock, Directory, NoDirectory, Notifier, Provider
 from jitcore.reconcile import Orphan, Reconciler
 from jitcore.store import Store
 from jitcore.store import repository as repo
+from jitcore.store.deadlines import patient
 from jitcore.store.intake import Intake
 from jitcore.sweep import Sweep
 from jitcore.unit_of_work import ENGINE_ACTOR, POLICY_ACTOR, UnitOfWork, log
 
 __all__ = ["ENGINE_ACTOR", "POLICY_ACTOR", "EngineSettings", "Extension", "JitService",
            "RequestResult", "SweepReport"]
+
+# How long the engine's work (an open after its approval was acknowledged, a sweep) waits
+# for a pooled connection in all; a request waiting on its ack keeps the pool's 1.5 s.
+BACKGROUND_CHECKOUT = 30.0  # s
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +250,8 @@ class JitService:
 
     def open(self, grant_id: int) -> GrantView:
         """APPROVED -> OPENING -> ACTIVE (or FAILED). Safe to call again after a crash."""
-        return self.opener.open(grant_id)
+        with patient(BACKGROUND_CHECKOUT):
+            return self.opener.open(grant_id)
 
     def next_due(self) -> datetime | None:
         """When the sweep next has something to do (the engine's alarm sleeps until then)."""
@@ -254,11 +260,13 @@ class JitService:
 
     def sweep(self) -> SweepReport:
         """One pass of the engine: lapse, warn, expire, retry closes, finish stalled opens."""
-        return self.engine.run()
+        with patient(BACKGROUND_CHECKOUT):
+            return self.engine.run()
 
     def expire_due(self) -> SweepReport:
         report = SweepReport()
-        self.engine.expire_due(report)
+        with patient(BACKGROUND_CHECKOUT):
+            self.engine.expire_due(report)
         return report
 
     def warn_expiring(self) -> list[int]:

@@ -35,9 +35,10 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from jitcore.errors import StoreError
-from jitcore.store.deadlines import Watchdog, within
+from jitcore.store.deadlines import Watchdog, checkout_patience, within
 
 if TYPE_CHECKING:
     from jitcore.store.watch import CommitWatch
@@ -93,7 +94,8 @@ def _make_engine(url: str, **kwargs: Any) -> Engine:
     # Room for the request threads, the engine's close workers and the cross-process rule
     # locks (each held on a connection of its own while a cloud call runs); a checkout
     # waits a bounded time for one, as everything else on a hung database does.
-    kwargs = {"pool_size": 10, "max_overflow": 20, "pool_timeout": POOL_TIMEOUT, **kwargs}
+    kwargs = {"pool_size": 10, "max_overflow": 20, "pool_timeout": POOL_TIMEOUT,
+              "poolclass": _PatientPool, **kwargs}
     # An unreachable or hung server fails a connect in 2 s (libpq's least), not at the OS's
     # TCP timeout.
     kwargs["connect_args"] = {"connect_timeout": 2, **kwargs.get("connect_args", {})}
@@ -108,6 +110,21 @@ def _make_engine(url: str, **kwargs: Any) -> Engine:
 # fails the sweep, which the next tick runs again, instead of wedging the engine.
 STATEMENT_DEADLINE = 10.0  # s
 POOL_TIMEOUT = 1.5  # s a checkout waits for a pooled connection (the ack path's budget)
+
+
+class _PatientPool(QueuePool):
+    """A checkout waits `pool_timeout`, or longer in a `patient()` block: a hundred opens
+    after a burst of approvals queue for the pool's thirty connections instead of failing
+    (and waiting for the sweep) because the audit chain makes their commits take turns."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        until = time.monotonic() + checkout_patience()
+        while True:
+            try:
+                return super()._do_get()
+            except SQLAlchemyTimeout:
+                if time.monotonic() >= until:
+                    raise
 
 
 # A pooled PostgreSQL connection unused for this long is tested before it is handed out.

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _UNSET = object()
 _TICK = 0.1  # s: how late past its deadline a statement may be ended
 _within: ContextVar[object] = ContextVar("jit_statement_deadline", default=_UNSET)
+_patience: ContextVar[float] = ContextVar("jit_checkout_patience", default=0.0)
 
 
 @contextlib.contextmanager
@@ -44,6 +45,26 @@ def within(seconds: float | None) -> Iterator[None]:
         yield
     finally:
         _within.reset(token)
+
+
+@contextlib.contextmanager
+def patient(seconds: float) -> Iterator[None]:
+    """Checkouts of this thread in this block wait up to `seconds` for a pooled connection.
+
+    For work nobody is waiting on (an open after its approval was acknowledged, the engine's
+    sweep): a burst of it may want more connections than the pool holds at once, and each
+    should queue for one rather than fail at the ack path's short budget.
+    """
+    token = _patience.set(seconds)
+    try:
+        yield
+    finally:
+        _patience.reset(token)
+
+
+def checkout_patience() -> float:
+    """How long this thread's checkouts may wait in all (0: the pool's own timeout)."""
+    return _patience.get()
 
 
 class Watchdog:

@@ -16,11 +16,12 @@ from sqlalchemy import func, select
 from jitcore.domain import Status
 from jitcore.service import EngineSettings, JitService
 from jitcore.store import Store
+from jitcore.store.db import make_engine
 from jitcore.store.models import PriorityReservation
 from tests.fakes.arm import ArmEmulator, rule_properties
 from tests.support.azure import SUBSCRIPTION, emulator_provider, network_client
 from tests.support.bursts import open_together
-from tests.support.fixtures import ManualClock, RecordingNotifier, audit_actions
+from tests.support.fixtures import ManualClock, RecordingNotifier, audit_actions, emptied
 from tests.support.policies import APPROVER, REQUESTER, azure_policy
 
 RG, NSG, DESTINATION = "rg-app", "nsg-app", "10.0.1.4"
@@ -324,3 +325,26 @@ def test_a_hundred_approvals_on_one_nsg_open_within_three_writes(
     assert sorted(priorities) == list(range(100, 200))  # unique, the whole band
     assert len(nsg_writes(emulator)) <= 3
     assert reservations(store) == 100
+
+
+def test_opens_after_a_burst_of_approvals_queue_for_a_busy_pool(
+        postgres_database: str, clock: ManualClock, notifier: RecordingNotifier,
+        emulator: ArmEmulator) -> None:
+    """Opens run after the ack, so none fails because every pooled connection was busy for
+    longer than a request may wait (their commits take turns on the audit chain): each
+    waits for one. Here the pool's two connections are held for 0.5 s, five times its
+    timeout, while twelve opens start."""
+    store = Store(make_engine(emptied(postgres_database), pool_size=2, max_overflow=0,
+                              pool_timeout=0.1))
+    try:
+        service = make_service(store, clock, notifier, emulator)
+        grants = [approved(service, source=f"198.51.100.{n + 1}") for n in range(12)]
+        held = [store.engine.connect() for _ in range(2)]
+        for conn in held:
+            threading.Timer(0.5, conn.close).start()
+        results, _ = open_together(service, grants)
+        assert {gid: view.status for gid, view in results.items()} == \
+            dict.fromkeys(grants, Status.ACTIVE)
+        assert set(jit_rules(emulator)) == {f"jit-{gid}" for gid in grants}
+    finally:
+        store.dispose()

@@ -1,15 +1,20 @@
-"""PostgreSQL connections that died in the pool are replaced before jit uses them."""
+"""PostgreSQL connections: those that died in the pool are replaced before jit uses them, and
+the engine's work queues for one when the pool has none free."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 
 from jitcore import audit
 from jitcore.store import Store, db
+from jitcore.store.deadlines import patient
 from jitcore.store.models import AuditEvent
 
 
@@ -56,3 +61,23 @@ def test_only_a_connection_idle_for_a_while_is_pinged(
     monkeypatch.setattr(db, "_IDLE_BEFORE_PING", 0.0)
     _backend_pid(pg_store)
     assert len(pings) == 1
+
+
+def test_a_patient_checkout_queues_for_a_connection_the_impatient_one_gives_up_on(
+        postgres_database: str) -> None:
+    """The engine's work waits its turn for the pool; a request on its ack budget does not."""
+    store = Store(db.make_engine(postgres_database, pool_size=1, max_overflow=0,
+                                 pool_timeout=0.1))
+    held = store.engine.connect()  # the pool's only connection, busy elsewhere
+    threading.Timer(0.5, held.close).start()
+    try:
+        with pytest.raises(SQLAlchemyTimeout):
+            _backend_pid(store)
+        started = time.monotonic()
+        with patient(5.0):
+            pid = _backend_pid(store)  # got it once the holder let go
+        assert pid > 0
+        assert 0.2 < time.monotonic() - started < 5.0
+    finally:
+        held.close()
+        store.dispose()

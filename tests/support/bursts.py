@@ -11,12 +11,18 @@ from jitcore.service import JitService
 
 
 def open_together(service: JitService, grants: list[int]) -> tuple[dict[int, GrantView], float]:
+    """Every open's result; an open that raised, or had not returned after two minutes,
+    fails the caller's test with what happened to it."""
     results: dict[int, GrantView] = {}
+    raised: dict[int, BaseException] = {}
     barrier = threading.Barrier(len(grants))
 
     def open_one(gid: int) -> None:
         barrier.wait()
-        results[gid] = service.open(gid)
+        try:
+            results[gid] = service.open(gid)
+        except BaseException as exc:  # reported below, with every other one
+            raised[gid] = exc
 
     started = time.monotonic()
     threads = [threading.Thread(target=open_one, args=(gid,)) for gid in grants]
@@ -24,4 +30,7 @@ def open_together(service: JitService, grants: list[int]) -> tuple[dict[int, Gra
         thread.start()
     for thread in threads:
         thread.join(120)
-    return results, time.monotonic() - started
+    took = time.monotonic() - started
+    assert not raised, {gid: repr(exc) for gid, exc in raised.items()}
+    assert set(results) == set(grants), f"opens still running: {set(grants) - set(results)}"
+    return results, took
