@@ -177,14 +177,8 @@ class WholeWrites(ABC, Generic[S, C]):
                 if len(changes) > 1 and not async_failure(exc) and exc.status_code == 400:
                     return [self._alone(key, change) for change in changes]
                 raise
-            return self._confirmed(location, changes, outcomes)
+            return outcomes
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _confirmed(self, location: AzureLocation, changes: Sequence[tuple[AzureLocation, C]],
-                   outcomes: list[object]) -> list[object]:
-        """After a write ARM reported done: the outcomes, read back where the resource
-        lets us check (nothing is reported in place that is not). By default as they are."""
-        return outcomes
 
     def _again(self, exc: HttpResponseError, attempt: int) -> bool:
         """Whether a refused write is worth another read and write: 412 at once, a busy
@@ -271,18 +265,6 @@ class NsgRules(WholeWrites[NetworkSecurityGroup, RulePut | RuleDelete]):
         outcome = _apply(rules, change, location)
         state.security_rules = list(rules.values())
         return outcome
-
-    def _confirmed(self, location: AzureLocation,
-                   changes: Sequence[tuple[AzureLocation, RulePut | RuleDelete]],
-                   outcomes: list[object]) -> list[object]:
-        """Every rule put is in the NSG as read after the write, else that put failed (a
-        lost update must not become an ACTIVE grant without its rule): one read a batch."""
-        held = {str(r.name).lower() for r in self._read(location).security_rules or []}
-        return [ProviderError(f"rule {change.name} is not in network security group "
-                              f"{location.network_security_group} after ARM accepted it")
-                if isinstance(change, RulePut) and outcome is None
-                and change.name.lower() not in held else outcome
-                for (_, change), outcome in zip(changes, outcomes, strict=True)]
 
     def _send(self, location: AzureLocation, state: NetworkSecurityGroup) -> None:
         client = self._clients.client(location)
