@@ -47,6 +47,7 @@ _APPEND_CALL = func.jit_audit_append(
     bindparam("key", type_=BigInteger), cast(bindparam("links", type_=Text), JSONB),
 ).table_valued("seq", "prev_hash", "hash")
 _APPEND = select(_APPEND_CALL.c.seq, _APPEND_CALL.c.prev_hash, _APPEND_CALL.c.hash)
+_INSERT_LINKS = insert(audit_events_table)
 
 
 def canonical_json(value: Any) -> str:
@@ -136,7 +137,7 @@ class ChainWriter:
             seq += 1
             row.update(seq=seq, prev_hash=prev_hash)
             row["hash"] = prev_hash = chain_hash(prev_hash, _body(row))
-        self._executor.execute(insert(audit_events_table), rows)
+        self._executor.execute(_INSERT_LINKS, rows)
         return [row["hash"] for row in rows]
 
     def _append_on_server(self, rows: list[dict[str, Any]], statement: Select[Any] | None,

@@ -24,7 +24,7 @@ from jitcore.policy import Policy
 from jitcore.ports import Provider
 from jitcore.store import Store
 from jitcore.store import repository as repo
-from jitcore.store.models import Grant, RuleHandle
+from jitcore.store.models import AnyGrant, GrantRecord, HandleRecord
 from jitcore.unit_of_work import ENGINE_ACTOR, UnitOfWork, Work
 
 log = logging.getLogger("jitcore.service")
@@ -32,7 +32,7 @@ log = logging.getLogger("jitcore.service")
 CLOSABLE = (Status.CLOSING, Status.CLOSE_FAILED)
 # A rule's key for its lock: (target, port, protocol, source).
 RuleKey = tuple[str, int, str, str]
-_Pair = tuple[Grant, RuleHandle | None]
+_Pair = tuple[GrantRecord, HandleRecord | None]
 
 
 class RuleLocks:
@@ -45,7 +45,7 @@ class RuleLocks:
         self._locks: dict[RuleKey, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def of_grants(self, rows: Iterable[Grant]) -> AbstractContextManager[None]:
+    def of_grants(self, rows: Iterable[AnyGrant]) -> AbstractContextManager[None]:
         return self.held([(r.target, r.port, r.protocol, r.source) for r in rows])
 
     @contextmanager
@@ -127,11 +127,11 @@ class Closer(UseCase):
         return sorted(outcomes), sorted(errors)
 
     def _sort_out(self, chunk: list[_Pair]
-                  ) -> tuple[dict[int, str], list[tuple[Grant, RuleHandle]]]:
+                  ) -> tuple[dict[int, str], list[tuple[GrantRecord, HandleRecord]]]:
         """The grants whose close needs no cloud call (with why), and those whose rule
         must be removed."""
         outcomes: dict[int, str] = {}
-        removable: list[tuple[Grant, RuleHandle]] = []
+        removable: list[tuple[GrantRecord, HandleRecord]] = []
         with self.uow.store.read() as session:
             holders = repo.holders(session, [h.id for _, h in chunk if h is not None])
         for row, handle in chunk:
@@ -146,7 +146,7 @@ class Closer(UseCase):
                 removable.append((row, handle))
         return outcomes, removable
 
-    def _remove_rules(self, removable: list[tuple[Grant, RuleHandle]],
+    def _remove_rules(self, removable: list[tuple[GrantRecord, HandleRecord]],
                       errors: dict[int, str]) -> dict[int, str]:
         row, handle = removable[0]
         target = self.policy.targets.get(row.target)

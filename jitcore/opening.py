@@ -25,7 +25,7 @@ from jitcore.errors import InvalidTransition, ProviderError, RuleLimitExceeded, 
 from jitcore.policy import Policy, Target
 from jitcore.ports import OpenedRule, Provider, RuleSpec, SlotPool
 from jitcore.store import repository as repo
-from jitcore.store.models import Grant, RuleHandle
+from jitcore.store.models import GrantRecord
 from jitcore.unit_of_work import ENGINE_ACTOR, UnitOfWork
 
 
@@ -65,7 +65,7 @@ class Opener(UseCase):
                 self._left_behind(target, grant_id)
             return failed
 
-    def _claim(self, grant_id: int) -> Grant:
+    def _claim(self, grant_id: int) -> GrantRecord:
         now = self.uow.clock.now()
         lease = dict(next_attempt_at=now + self.settings.lease)
         with self.uow.begin() as work:
@@ -80,7 +80,7 @@ class Opener(UseCase):
                                         "open")
         return row
 
-    def _open_in_pool(self, row: Grant, spec: RuleSpec, pool: SlotPool,
+    def _open_in_pool(self, row: GrantRecord, spec: RuleSpec, pool: SlotPool,
                       provider: Provider) -> GrantView:
         """A slot reserved in the pool, then the rule; on a conflict with a rule jit did
         not reserve for, the next free slot."""
@@ -137,7 +137,8 @@ class Opener(UseCase):
         with self._pool_locks_guard:
             return self._pool_locks.setdefault(scope, threading.Lock())
 
-    def _opened(self, before: Grant, opened: OpenedRule, slot: int | None = None) -> GrantView:
+    def _opened(self, before: GrantRecord, opened: OpenedRule,
+                slot: int | None = None) -> GrantView:
         now = self.uow.clock.now()
         expires = now + timedelta(seconds=before.duration_s)
         with self.uow.begin() as work:
@@ -145,12 +146,11 @@ class Opener(UseCase):
             handle = (None if opened.created
                       else repo.live_handle(work.session, opened.scope, opened.ref))
             if handle is None:
-                handle = RuleHandle(cloud=before.cloud, scope=opened.scope, ref=opened.ref,
-                                    port=before.port, protocol=before.protocol,
-                                    source=before.source, owned=opened.owned, created_at=now,
-                                    entry=opened.entry.to_text() if opened.entry else None)
-                work.session.add(handle)
-                work.session.flush()
+                handle = repo.add_handle(
+                    work.session, cloud=before.cloud, scope=opened.scope, ref=opened.ref,
+                    port=before.port, protocol=before.protocol, source=before.source,
+                    owned=opened.owned, created_at=now,
+                    entry=opened.entry.to_text() if opened.entry else None)
             row = self.uow.move(
                 work, before.id, Status.OPENING, Status.ACTIVE, ENGINE_ACTOR, EventKind.OPENED,
                 values=dict(opened_at=now, expires_at=expires, next_attempt_at=None,

@@ -180,13 +180,16 @@ class Outbox:
         """Insert the rows these events owe, in the caller's transaction."""
         rows = self.rows(events, now)
         if rows:
-            executor.execute(insert(outbox_table), rows)
+            executor.execute(_INSERT_POSTS, rows)
 
     def rows_json(self, events: Iterable[GrantEvent], now: datetime) -> str:
         """The rows, as the JSON that `RECORDING` (PostgreSQL) inserts in one statement."""
         at = _naive(now)
         return json.dumps([{**row, "created_at": at, "next_attempt_at": at}
                            for row in self.rows(events, now)], ensure_ascii=False)
+
+
+_INSERT_POSTS = insert(outbox_table)
 
 
 def _row(lane: str, grant_id: int | None, post: Post, channel: str, payload: str,

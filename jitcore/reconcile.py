@@ -181,7 +181,7 @@ class Reconciler(UseCase):
         with self.uow.begin() as work:
             handle = repo.live_handle(work.session, rule.scope, rule.ref)
             if handle is not None:
-                handle.removed_at = now
+                repo.mark_removed(work.session, [handle.id], now)
             work.chain.add(at=now, actor=ENGINE_ACTOR, action=EventKind.ORPHAN_REMOVED.value,
                            grant_id=rule.grant_id, target=target.name, port=rule.port,
                            source=rule.source, details={"scope": rule.scope, "rule": rule.ref})

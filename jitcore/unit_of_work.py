@@ -26,7 +26,7 @@ from jitcore.metrics import GrantMetrics
 from jitcore.ports import Clock, Notifier
 from jitcore.store import Store
 from jitcore.store import repository as repo
-from jitcore.store.models import Grant, RuleHandle, outbox_table
+from jitcore.store.models import AnyGrant, Grant, GrantRecord, RuleHandle, outbox_table
 from jitcore.store.watch import notify
 
 log = logging.getLogger("jitcore.service")
@@ -88,7 +88,7 @@ class UnitOfWork:
              to: Status, actor: str, kind: EventKind, *, values: dict[str, Any] | None = None,
              lease_expired_before: datetime | None = None,
              unlapsed_at: datetime | None = None, alert: bool = False,
-             **details: Any) -> Grant | None:
+             **details: Any) -> GrantRecord | None:
         """Conditional transition plus its audit event, in the caller's transaction."""
         row = repo.transition(work.session, grant_id, from_, to,
                               lease_expired_before=lease_expired_before,
@@ -97,7 +97,7 @@ class UnitOfWork:
             self.record(work, row, actor, kind, alert=alert, **details)
         return row
 
-    def record(self, work: Work, row: Grant, actor: str, kind: EventKind,
+    def record(self, work: Work, row: AnyGrant, actor: str, kind: EventKind,
                alert: bool = False, **details: Any) -> None:
         work.events.append(self.link(work.chain, repo.to_view(row), actor, kind, alert,
                                      **details))

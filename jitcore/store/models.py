@@ -3,6 +3,7 @@ the Slack outbox."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -96,6 +97,67 @@ class Grant(Base):
     )
 
 
+@dataclass(frozen=True, slots=True)
+class GrantRecord:
+    """A grant's row as a statement returned it: plain values, no ORM identity or change
+    tracking (what the hot paths pass around: a transition's RETURNING, the close batch).
+    Frozen: a change goes through a statement, never an assignment. Its fields are the
+    table's columns, in order (`record_of` builds it positionally)."""
+
+    id: int
+    status: str
+    requester: str
+    target: str
+    cloud: str
+    service: str
+    port: int
+    protocol: str
+    source: str
+    duration_s: int
+    reason: str
+    created_at: datetime
+    lapses_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_note: str | None
+    opened_at: datetime | None
+    expires_at: datetime | None
+    closed_at: datetime | None
+    warned_at: datetime | None
+    close_reason: str | None
+    closed_by: str | None
+    next_attempt_at: datetime | None
+    attempts: int
+    last_error: str | None
+    rule_handle_id: int | None
+
+    @property
+    def state(self) -> Status:
+        return Status(self.status)
+
+
+@dataclass(frozen=True, slots=True)
+class HandleRecord:
+    """A rule handle's row as a statement returned it (see GrantRecord)."""
+
+    id: int
+    cloud: str
+    scope: str
+    ref: str
+    port: int
+    protocol: str
+    source: str
+    owned: bool
+    created_at: datetime
+    removed_at: datetime | None
+    entry: str | None
+
+
+# A grant or a handle as read through the ORM or as a plain row: what code that only reads
+# one takes.
+AnyGrant = Grant | GrantRecord
+
+
 class RuleHandle(Base):
     """A cloud rule jit opened or shares; several grants may hold one (same port and source)."""
 
@@ -114,6 +176,9 @@ class RuleHandle(Base):
     entry: Mapped[str | None] = mapped_column(String(200))  # Entry.to_text(), for a DNAT
 
     __table_args__ = (Index("ix_rule_handles_scope_ref", "scope", "ref"),)
+
+
+AnyHandle = RuleHandle | HandleRecord
 
 
 class PriorityReservation(Base):
@@ -223,5 +288,6 @@ class OutboxPost(Base):
 
 # The tables themselves, for Core statements on hot paths.
 grants_table = cast(Table, Grant.__table__)
+rule_handles_table = cast(Table, RuleHandle.__table__)
 audit_events_table = cast(Table, AuditEvent.__table__)
 outbox_table = cast(Table, OutboxPost.__table__)

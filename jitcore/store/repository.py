@@ -6,13 +6,39 @@ import threading
 from collections import deque
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Select, and_, delete, func, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    String,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from jitcore.domain import HOLDS_RULE, Entry, GrantView, Status, can_transition
-from jitcore.store.models import Grant, PriorityReservation, RuleHandle, grants_table
+from jitcore.store.models import (
+    AnyGrant,
+    AnyHandle,
+    Grant,
+    GrantRecord,
+    HandleRecord,
+    PriorityReservation,
+    RuleHandle,
+    grants_table,
+    rule_handles_table,
+)
 
 
 class GrantIds:
@@ -46,7 +72,7 @@ def transition(
     lease_expired_before: datetime | None = None,
     unlapsed_at: datetime | None = None,
     **values: Any,
-) -> Grant | None:
+) -> GrantRecord | None:
     """Move a grant from one status to another if, and only if, it is still in `from_`.
 
     Returns the updated row, or None when the grant was not in `from_` (exactly one of two
@@ -69,7 +95,7 @@ def transition_many(
     lease_expired_before: datetime | None = None,
     unlapsed_at: datetime | None = None,
     **values: Any,
-) -> list[Grant]:
+) -> list[GrantRecord]:
     """`transition` for many grants in one statement; returns the rows that moved."""
     sources = {from_} if isinstance(from_, Status) else set(from_)
     for source in sources:
@@ -77,20 +103,57 @@ def transition_many(
             raise ValueError(f"illegal transition {source} -> {to}")
     if not grant_ids:
         return []
-    condition = and_(Grant.id.in_(list(grant_ids)),
-                     Grant.status.in_([s.value for s in sources]))
+    shape = _Shape(tuple(sorted(s.value for s in sources)), tuple(sorted(values)),
+                   lease_expired_before is not None, unlapsed_at is not None,
+                   len(grant_ids) > 1)
+    params = {f"set_{name}": value for name, value in values.items()}
+    params["to_status"] = to.value
     if lease_expired_before is not None:
-        condition = and_(condition, or_(Grant.next_attempt_at.is_(None),
-                                        Grant.next_attempt_at <= lease_expired_before))
+        params["lease_before"] = lease_expired_before
     if unlapsed_at is not None:
-        condition = and_(condition, or_(Grant.lapses_at.is_(None),
-                                        Grant.lapses_at > unlapsed_at))
-    # Core, not ORM-enabled DML: half the cost on the hot path. The rows come back as
-    # detached snapshots; nothing writes through them.
-    table = grants_table
-    statement = (update(table).where(condition).values(status=to.value, **values)
-                 .returning(*table.c))
-    return [Grant(**row._mapping) for row in session.execute(statement)]
+        params["unlapsed_at"] = unlapsed_at
+    if shape.many:
+        params["grant_ids"] = list(grant_ids)
+    else:
+        [params["grant_id"]] = grant_ids
+    return [record_of(row) for row in session.execute(_transition_statement(shape), params)]
+
+
+def record_of(row: Sequence[Any]) -> GrantRecord:
+    """A row of every grants column, in table order, as a plain record."""
+    return GrantRecord(*row)
+
+
+class _Shape(NamedTuple):
+    """What a transition's statement depends on besides its values (its cache key)."""
+
+    sources: tuple[str, ...]
+    columns: tuple[str, ...]
+    lease: bool
+    unlapsed: bool
+    many: bool
+
+
+@lru_cache(maxsize=256)
+def _transition_statement(shape: _Shape) -> Update:
+    """Built once per shape, then reused: every value is a bound parameter, so a call
+    neither rebuilds the statement nor computes its cache key (most of a transition's
+    Python cost). Core, not ORM-enabled DML; the rows come back as plain records."""
+    c = grants_table.c
+    condition = and_(
+        c.id.in_(bindparam("grant_ids", expanding=True)) if shape.many
+        else c.id == bindparam("grant_id"),
+        or_(*(c.status == literal(source, String) for source in shape.sources)))
+    if shape.lease:
+        condition = and_(condition, or_(c.next_attempt_at.is_(None),
+                                        c.next_attempt_at <= bindparam("lease_before")))
+    if shape.unlapsed:
+        condition = and_(condition, or_(c.lapses_at.is_(None),
+                                        c.lapses_at > bindparam("unlapsed_at")))
+    changes = {name: bindparam(f"set_{name}", type_=c[name].type) for name in shape.columns}
+    return (update(grants_table).where(condition)
+            .values(status=bindparam("to_status", type_=c.status.type), **changes)
+            .returning(*grants_table.c))
 
 
 def get(session: Session, grant_id: int, *, for_update: bool = False) -> Grant | None:
@@ -187,24 +250,44 @@ def list_grants(session: Session, statuses: Collection[Status] | None = None,
     return session.scalars(query).all()
 
 
-def live_handle(session: Session, scope: str, ref: str) -> RuleHandle | None:
-    return session.scalars(
-        select(RuleHandle).where(RuleHandle.scope == scope, RuleHandle.ref == ref,
-                                 RuleHandle.removed_at.is_(None))
-    ).first()
+_LIVE_HANDLE = select(rule_handles_table).where(
+    rule_handles_table.c.scope == bindparam("scope"), rule_handles_table.c.ref == bindparam("ref"),
+    rule_handles_table.c.removed_at.is_(None)).limit(1)
+
+
+def live_handle(session: Session, scope: str, ref: str) -> HandleRecord | None:
+    row = session.execute(_LIVE_HANDLE, {"scope": scope, "ref": ref}).first()
+    return HandleRecord(*row) if row else None
+
+
+_ADD_HANDLE = insert(rule_handles_table).returning(rule_handles_table.c.id)
+
+
+def add_handle(session: Session, **values: Any) -> HandleRecord:
+    """Record a rule jit opened (one prebuilt INSERT, no ORM flush)."""
+    handle_id = session.execute(_ADD_HANDLE, values).scalar_one()
+    return HandleRecord(id=handle_id, removed_at=None, **values)
+
+
+_GRANT_COLUMNS = len(grants_table.c)
+_WITH_HANDLES = (
+    select(*grants_table.c, *rule_handles_table.c)
+    .outerjoin(rule_handles_table, grants_table.c.rule_handle_id == rule_handles_table.c.id)
+    .where(grants_table.c.id.in_(bindparam("grant_ids", expanding=True)))
+    .order_by(grants_table.c.id))
 
 
 def with_handles(session: Session, grant_ids: Collection[int]
-                 ) -> list[tuple[Grant, RuleHandle | None]]:
-    """The grants with the rule each holds, fresh from the database."""
+                 ) -> list[tuple[GrantRecord, HandleRecord | None]]:
+    """The grants with the rule each holds, fresh from the database, as plain rows."""
     if not grant_ids:
         return []
-    rows = session.execute(
-        select(Grant, RuleHandle).outerjoin(RuleHandle, Grant.rule_handle_id == RuleHandle.id)
-        .where(Grant.id.in_(list(grant_ids))).order_by(Grant.id)
-        .execution_options(populate_existing=True)
-    )
-    return [(grant, handle) for grant, handle in rows]
+    pairs: list[tuple[GrantRecord, HandleRecord | None]] = []
+    for row in session.execute(_WITH_HANDLES, {"grant_ids": list(grant_ids)}):
+        handle = row[_GRANT_COLUMNS:]
+        pairs.append((record_of(row[:_GRANT_COLUMNS]),
+                      None if handle[0] is None else HandleRecord(*handle)))
+    return pairs
 
 
 def holders(session: Session, handle_ids: Collection[int]) -> dict[int, list[int]]:
@@ -330,7 +413,7 @@ def count_by_target(session: Session, statuses: Collection[Status]) -> dict[str,
     return {target: count for target, count in rows}
 
 
-def to_view(row: Grant, handle: RuleHandle | None = None) -> GrantView:
+def to_view(row: AnyGrant, handle: AnyHandle | None = None) -> GrantView:
     """The read-only snapshot handed to notifiers, the CLI and the bot."""
     return GrantView(
         id=row.id, status=Status(row.status), requester=row.requester, target=row.target,

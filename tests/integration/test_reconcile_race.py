@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from jitcore.domain import EventKind, Status
 from jitcore.errors import TransientProviderError
@@ -23,7 +23,7 @@ from jitcore.providers.aws import AwsProvider
 from jitcore.scheduler import Engine
 from jitcore.service import EngineSettings, JitService
 from jitcore.store import Store
-from jitcore.store.models import AuditEvent, OutboxPost
+from jitcore.store.models import AuditEvent, Grant, OutboxPost, RuleHandle
 from tests.support.aws import jit_rule_ids, jit_rules, plant_marked_rule
 from tests.support.fixtures import ManualClock, RecordingNotifier, audit_actions
 from tests.support.policies import APPROVER, REQUESTER, aws_policy
@@ -186,6 +186,24 @@ def test_a_real_orphan_is_removed_recorded_and_alerted(
     assert orphan_reports(store) == (1, 1)
     assert len(notifier.alerts) == 1 and orphan in notifier.alerts[0]
     assert service.get(live).status is Status.ACTIVE
+
+
+def test_an_orphan_whose_handle_was_left_live_has_it_marked_removed(
+        service: JitService, store: Store, clock: ManualClock, aws_group: Any) -> None:
+    """A grant recorded CLOSED while its rule stayed (an edit by hand, a cloud that said
+    "gone" and was wrong): reconcile removes the rule and marks its handle removed, so
+    no later open shares a rule that is not there."""
+    gid = active_grant(service)
+    with store.transaction() as session:
+        session.execute(update(Grant).where(Grant.id == gid).values(
+            status=Status.CLOSED.value, closed_at=clock.now()))
+    clock.advance(timedelta(minutes=1))
+    [orphan] = service.reconcile()
+    assert (orphan.grant_id, orphan.removed) == (gid, True)
+    assert jit_rule_ids(aws_group.ec2, aws_group.group_id) == set()
+    with store.read() as session:
+        handle = session.scalars(select(RuleHandle)).one()
+    assert handle.removed_at == clock.now()
 
 
 def test_the_engine_reconciles_only_once_the_sweep_has_caught_up(
