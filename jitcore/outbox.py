@@ -17,6 +17,7 @@ writer). A sender that dies leaves its lease to run out, and another takes the l
 from __future__ import annotations
 
 import enum
+import importlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -24,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Connection,
     DateTime,
     Integer,
@@ -39,8 +41,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.orm import Session, aliased
 
 from jitcore.domain import Entry, EventKind, GrantEvent, GrantView, Status
@@ -273,8 +273,10 @@ def mark_sent(session: Session, owed: Owed, now: datetime,
     kind = NOTICE_OF.get(owed.post)
     if kind is not None and message is not None and owed.grant_id is not None:
         channel, ref = message
-        upsert = (postgresql.insert if session.get_bind().dialect.name == "postgresql"
-                  else sqlite.insert)(Notice)
+        # The dialect's own INSERT (both have ON CONFLICT), imported only when used: a
+        # process on SQLite never loads the PostgreSQL dialect.
+        dialect = importlib.import_module(f"sqlalchemy.dialects.{session.get_bind().dialect.name}")
+        upsert = dialect.insert(Notice)
         session.execute(upsert.values(grant_id=owed.grant_id, kind=kind, channel=channel,
                                       ref=ref)
                         .on_conflict_do_update(index_elements=["grant_id", "kind"],
