@@ -8,14 +8,15 @@ after its removal is a failed attempt, retried with backoff.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from jitcore.domain import CloseReason, EventKind, Status, format_duration
 from jitcore.engine import EngineSettings, SweepReport
@@ -33,6 +34,15 @@ CLOSABLE = (Status.CLOSING, Status.CLOSE_FAILED)
 # A rule's key for its lock: (target, port, protocol, source).
 RuleKey = tuple[str, int, str, str]
 _Pair = tuple[GrantRecord, HandleRecord | None]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def in_callers_context(work: Callable[[_T], _R]) -> Callable[[_T], _R]:
+    """`work`, run on another thread with the caller's context variables (its checkout
+    patience, its statement deadline), each call in a copy of its own."""
+    context = contextvars.copy_context()
+    return lambda item: context.copy().run(work, item)
 
 
 class RuleLocks:
@@ -111,7 +121,7 @@ class Closer(UseCase):
         else:
             workers = min(self.settings.workers, len(chunks))
             with ThreadPoolExecutor(workers, thread_name_prefix="jit-close") as pool:
-                results = list(pool.map(self._close_chunk, chunks))
+                results = list(pool.map(in_callers_context(self._close_chunk), chunks))
         for closed, failed in results:
             report.closed.extend(closed)
             report.failed.extend(failed)

@@ -276,7 +276,7 @@ class JitService:
         return self.engine.lapse_pending()
 
     def stop(self) -> None:
-        """Ask a running sweep to finish the batch in hand and return (at shutdown)."""
+        """Ask a running sweep to finish the batches in hand and return (at shutdown)."""
         self.engine.stop()
 
     def reconcile(self, dry_run: bool = False) -> list[Orphan]:

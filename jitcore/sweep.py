@@ -8,9 +8,10 @@ a conditional update (and, on PostgreSQL, `SKIP LOCKED`).
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from jitcore.closing import CLOSABLE, Closer
+from jitcore.closing import CLOSABLE, Closer, in_callers_context
 from jitcore.domain import CloseReason, EventKind, Status, format_duration
 from jitcore.engine import EngineSettings, SweepReport
 from jitcore.errors import InvalidTransition
@@ -38,16 +39,35 @@ class Sweep:
         return report
 
     def stop(self) -> None:
-        """Ask a running sweep to finish the batch in hand and return (at shutdown):
-        what is still due is left for the next process, or another replica."""
+        """Ask a running sweep to finish the batches in hand (the one closing and, in a
+        backlog, the one claimed ahead of it) and return (at shutdown): what is still
+        due is left for the next process, or another replica."""
         self._stopping.set()
 
     def expire_due(self, report: SweepReport) -> None:
-        while not self._stopping.is_set():  # a batch is claimed and closed, or not begun
-            claimed = self.closer.claim(None, CloseReason.EXPIRED, ENGINE_ACTOR)
+        """Claim and close due grants a batch at a time. In a backlog, the next batch is
+        claimed while the cloud calls of the one before run (one batch closing, one
+        claimed: no more), so the claims cost no time of their own."""
+        if self._stopping.is_set():
+            return
+        claimed = self._claim_due()
+        if len(claimed) < self.settings.batch:  # the usual case: no thread hand-off
             self.closer.close(claimed, report)
-            if len(claimed) < self.settings.batch:
-                return
+            return
+
+        def close(batch: list[int]) -> None:
+            self.closer.close(batch, report)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="jit-expire") as closing:
+            running = closing.submit(in_callers_context(close), claimed)
+            while len(claimed) == self.settings.batch and not self._stopping.is_set():
+                claimed = self._claim_due()
+                running.result()
+                running = closing.submit(in_callers_context(close), claimed)
+            running.result()
+
+    def _claim_due(self) -> list[int]:
+        return self.closer.claim(None, CloseReason.EXPIRED, ENGINE_ACTOR)
 
     def _retry_stalled(self, report: SweepReport) -> None:
         now = self.uow.clock.now()

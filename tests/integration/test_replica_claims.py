@@ -109,7 +109,10 @@ def test_a_stopping_replica_finishes_its_batch_and_leaves_the_rest(
 
     told.publish = stop_at_first_close  # type: ignore[method-assign]
     report = first.sweep()
-    assert len(report.closed) == 7  # the batch in hand, then it returned
+    # The batch in hand, and the one claimed ahead of it while it closed (if the claim
+    # came before the stop), then it returned.
+    done = len(report.closed)
+    assert done in (7, 14)
     statuses = Counter(first.get(gid).status for gid in ids)
-    assert statuses == {Status.CLOSED: 7, Status.ACTIVE: GRANTS - 7}  # nothing half-done
-    assert len(second.sweep().closed) == GRANTS - 7  # another replica takes the rest
+    assert statuses == {Status.CLOSED: done, Status.ACTIVE: GRANTS - done}  # nothing half-done
+    assert len(second.sweep().closed) == GRANTS - done  # another replica takes the rest
