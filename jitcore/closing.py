@@ -95,9 +95,9 @@ class Closer(UseCase):
         now = self.uow.clock.now()
         with self.uow.begin() as work:
             if grant_ids is None:
-                grant_ids = list(repo.due_for_expiry(work.session, now, self.settings.batch))
+                grant_ids = list(repo.due_for_expiry(work.db, now, self.settings.batch))
             rows = repo.transition_many(
-                work.session, grant_ids, Status.ACTIVE, Status.CLOSING,
+                work.db, grant_ids, Status.ACTIVE, Status.CLOSING,
                 close_reason=reason.value, closed_by=actor, attempts=0,
                 next_attempt_at=now + self.settings.lease)
             for row in rows:
@@ -185,15 +185,15 @@ class Closer(UseCase):
         now = self.uow.clock.now()
         handles = {row.id: handle for row, handle in chunk}
         with self.uow.begin() as work:
-            for row in repo.transition_many(work.session, list(outcomes), CLOSABLE,
+            for row in repo.transition_many(work.db, list(outcomes), CLOSABLE,
                                             Status.CLOSED, closed_at=now, next_attempt_at=None,
                                             last_error=None):
                 self.uow.record(work, row, row.closed_by or ENGINE_ACTOR, EventKind.CLOSED,
                                 reason=row.close_reason, outcome=outcomes[row.id])
             gone = [h.id for gid, h in handles.items()
                     if h is not None and outcomes.get(gid) in ("removed", "already gone")]
-            repo.mark_removed(work.session, gone, now)
-            repo.release_slots(work.session, list(outcomes))
+            repo.mark_removed(work.db, gone, now)
+            repo.release_slots(work.db, list(outcomes))
             for gid, error in errors.items():
                 self._failed_attempt(work, gid, error)
 
@@ -201,7 +201,7 @@ class Closer(UseCase):
         """A close that did not happen: retried with backoff, CLOSE_FAILED (and alerted)
         once `close_attempts` are spent, then retried at the slow pace."""
         s = self.settings
-        row = self.uow.row(work.session, grant_id)
+        row = self.uow.row(work.db, grant_id)
         attempts = row.attempts + 1
         exhausted = attempts >= s.close_attempts
         if exhausted:

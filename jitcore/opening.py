@@ -76,7 +76,7 @@ class Opener(UseCase):
                                        ENGINE_ACTOR, EventKind.OPENING, values=lease,
                                        lease_expired_before=now, retry=True)
             if row is None:
-                raise InvalidTransition(grant_id, self.uow.row(work.session, grant_id).state,
+                raise InvalidTransition(grant_id, self.uow.row(work.db, grant_id).state,
                                         "open")
         return row
 
@@ -144,10 +144,10 @@ class Opener(UseCase):
         with self.uow.begin() as work:
             # A rule the cloud just created cannot have a handle yet; a shared one may.
             handle = (None if opened.created
-                      else repo.live_handle(work.session, opened.scope, opened.ref))
+                      else repo.live_handle(work.db, opened.scope, opened.ref))
             if handle is None:
                 handle = repo.add_handle(
-                    work.session, cloud=before.cloud, scope=opened.scope, ref=opened.ref,
+                    work.db, cloud=before.cloud, scope=opened.scope, ref=opened.ref,
                     port=before.port, protocol=before.protocol, source=before.source,
                     owned=opened.owned, created_at=now,
                     entry=opened.entry.to_text() if opened.entry else None)
@@ -170,5 +170,5 @@ class Opener(UseCase):
                                 EventKind.OPEN_FAILED, alert=True,
                                 values=dict(last_error=error, next_attempt_at=None),
                                 error=error)
-            repo.release_slots(work.session, [grant_id])
+            repo.release_slots(work.db, [grant_id])
         return repo.to_view(row) if row else self.uow.view(grant_id)

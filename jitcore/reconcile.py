@@ -179,9 +179,9 @@ class Reconciler(UseCase):
     def _record(self, rule: OwnedRule, target: Target) -> None:
         now = self.uow.clock.now()
         with self.uow.begin() as work:
-            handle = repo.live_handle(work.session, rule.scope, rule.ref)
+            handle = repo.live_handle(work.db, rule.scope, rule.ref)
             if handle is not None:
-                repo.mark_removed(work.session, [handle.id], now)
+                repo.mark_removed(work.db, [handle.id], now)
             work.chain.add(at=now, actor=ENGINE_ACTOR, action=EventKind.ORPHAN_REMOVED.value,
                            grant_id=rule.grant_id, target=target.name, port=rule.port,
                            source=rule.source, details={"scope": rule.scope, "rule": rule.ref})

@@ -90,9 +90,9 @@ class Sweep:
             return []
         now = self.uow.clock.now()
         with self.uow.begin() as work:
-            due = repo.due_for_warning(work.session, now + self.settings.warn_before,
+            due = repo.due_for_warning(work.db, now + self.settings.warn_before,
                                        self.settings.batch, after=now)
-            rows = repo.transition_many(work.session, due, Status.ACTIVE, Status.ACTIVE,
+            rows = repo.transition_many(work.db, due, Status.ACTIVE, Status.ACTIVE,
                                         warned_at=now)
             for row in rows:
                 left = (row.expires_at - now) if row.expires_at else timedelta(0)
@@ -104,8 +104,8 @@ class Sweep:
         """PENDING -> LAPSED for requests no approver answered in time."""
         now = self.uow.clock.now()
         with self.uow.begin() as work:
-            due = repo.due_to_lapse(work.session, now, self.settings.batch)
-            rows = repo.transition_many(work.session, due, Status.PENDING, Status.LAPSED,
+            due = repo.due_to_lapse(work.db, now, self.settings.batch)
+            rows = repo.transition_many(work.db, due, Status.PENDING, Status.LAPSED,
                                         decided_at=now)
             for row in rows:
                 self.uow.record(work, row, ENGINE_ACTOR, EventKind.LAPSED)

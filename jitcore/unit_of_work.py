@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from jitcore import audit, outbox
 from jitcore.domain import EventKind, GrantEvent, GrantView, Status
@@ -26,7 +25,7 @@ from jitcore.metrics import GrantMetrics
 from jitcore.ports import Clock, Notifier
 from jitcore.store import Store
 from jitcore.store import repository as repo
-from jitcore.store.models import AnyGrant, Grant, GrantRecord, RuleHandle, outbox_table
+from jitcore.store.models import AnyGrant, GrantRecord, RuleHandle, outbox_table
 from jitcore.store.watch import notify
 
 log = logging.getLogger("jitcore.service")
@@ -37,9 +36,10 @@ ENGINE_ACTOR = "jit"
 
 @dataclass(slots=True)
 class Work:
-    """One transaction: its session, the audit links it adds, the events it will publish."""
+    """One transaction: its connection, the audit links it adds, the events it will
+    publish. Core statements only (the repository's functions that take an Executor)."""
 
-    session: Session
+    db: Connection
     chain: audit.ChainWriter
     events: list[GrantEvent]
 
@@ -61,14 +61,14 @@ class UnitOfWork:
         """A transaction whose audit links and the posts its events owe Slack are written
         before commit, and whose events are published after it; on an exception, none."""
         events: list[GrantEvent] = []
-        with self.store.transaction() as session:
-            work = Work(session, audit.ChainWriter(session), events)
+        with self.store.writing() as db:
+            work = Work(db, audit.ChainWriter(db), events)
             yield work
             work.chain.flush()
             if self.posts is not None:
-                self.posts.write(session, events, self.clock.now())
+                self.posts.write(db, events, self.clock.now())
             if events:  # a due time may have been made or moved: the engines' alarms wake
-                notify(session)
+                notify(db)
         self.publish(events)
 
     def change(self, grant_id: int, from_: Status, to: Status, actor: str, kind: EventKind,
@@ -80,7 +80,7 @@ class UnitOfWork:
             row = self.move(work, grant_id, from_, to, actor, kind, values=values,
                             unlapsed_at=unlapsed_at, **details)
             if row is None:
-                raise InvalidTransition(grant_id, self.row(work.session, grant_id).state,
+                raise InvalidTransition(grant_id, self.row(work.db, grant_id).state,
                                         action)
         return repo.to_view(row)
 
@@ -90,7 +90,7 @@ class UnitOfWork:
              unlapsed_at: datetime | None = None, alert: bool = False,
              **details: Any) -> GrantRecord | None:
         """Conditional transition plus its audit event, in the caller's transaction."""
-        row = repo.transition(work.session, grant_id, from_, to,
+        row = repo.transition(work.db, grant_id, from_, to,
                               lease_expired_before=lease_expired_before,
                               unlapsed_at=unlapsed_at, **(values or {}))
         if row is not None:
@@ -152,8 +152,8 @@ class UnitOfWork:
             return repo.to_view(row, handle)
 
     @staticmethod
-    def row(session: Session, grant_id: int) -> Grant:
-        row = repo.get(session, grant_id)
+    def row(db: repo.Executor, grant_id: int) -> GrantRecord:
+        row = repo.record(db, grant_id)
         if row is None:
             raise NotFound(f"no request #{grant_id}")
         return row

@@ -219,6 +219,14 @@ class Store:
             yield session
 
     @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """`transaction` without an ORM session, for the engine's units of work: Core
+        statements on the Connection, committed on success, rolled back on any exception.
+        A Session's own bookkeeping cost more than the statements of a transition."""
+        with self._writer, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reading; on SQLite it does not take the write lock."""
         with self._readers() as session:

@@ -40,6 +40,10 @@ from jitcore.store.models import (
     rule_handles_table,
 )
 
+# What a repository function runs on: an ORM session, or the Connection of a unit of work
+# (UnitOfWork.begin: no ORM session on the engine's transitions).
+Executor = Session | Connection
+
 
 class GrantIds:
     """PostgreSQL: ids for new grants, taken from the grants' own sequence `block` at a time
@@ -64,7 +68,7 @@ class GrantIds:
 
 
 def transition(
-    session: Session,
+    session: Executor,
     grant_id: int,
     from_: Status | Collection[Status],
     to: Status,
@@ -87,7 +91,7 @@ def transition(
 
 
 def transition_many(
-    session: Session,
+    session: Executor,
     grant_ids: Collection[int],
     from_: Status | Collection[Status],
     to: Status,
@@ -156,6 +160,15 @@ def _transition_statement(shape: _Shape) -> Update:
             .returning(*grants_table.c))
 
 
+_RECORD = select(grants_table).where(grants_table.c.id == bindparam("grant_id"))
+
+
+def record(session: Executor, grant_id: int) -> GrantRecord | None:
+    """The grant's row as a plain record (None: no such grant)."""
+    row = session.execute(_RECORD, {"grant_id": grant_id}).first()
+    return record_of(row) if row else None
+
+
 def get(session: Session, grant_id: int, *, for_update: bool = False) -> Grant | None:
     query = select(Grant).where(Grant.id == grant_id)
     if for_update:
@@ -171,7 +184,7 @@ def _claimable(query: Select[Any], limit: int) -> Select[Any]:
     return query.limit(limit).with_for_update(skip_locked=True)
 
 
-def due_for_expiry(session: Session, now: datetime, limit: int) -> Sequence[int]:
+def due_for_expiry(session: Executor, now: datetime, limit: int) -> Sequence[int]:
     """Due grants, a target's together: a batch then needs a cloud call or two per
     firewall, not one per grant (every due grant is closed in the same sweep anyway)."""
     return session.scalars(_claimable(
@@ -181,7 +194,7 @@ def due_for_expiry(session: Session, now: datetime, limit: int) -> Sequence[int]
     ).all()
 
 
-def due_for_warning(session: Session, before: datetime, limit: int,
+def due_for_warning(session: Executor, before: datetime, limit: int,
                     after: datetime | None = None) -> Sequence[int]:
     """Active grants that end before `before` (and after `after`: one already overdue is
     closed, not warned) and whose holder has not been warned yet."""
@@ -229,7 +242,7 @@ def next_due(session: Session, warn_before: timedelta | None,
     return min(times) if times else None
 
 
-def due_to_lapse(session: Session, now: datetime, limit: int) -> Sequence[int]:
+def due_to_lapse(session: Executor, now: datetime, limit: int) -> Sequence[int]:
     return session.scalars(_claimable(
         select(Grant.id)
         .where(Grant.status == Status.PENDING.value, Grant.lapses_at <= now)
@@ -255,7 +268,7 @@ _LIVE_HANDLE = select(rule_handles_table).where(
     rule_handles_table.c.removed_at.is_(None)).limit(1)
 
 
-def live_handle(session: Session, scope: str, ref: str) -> HandleRecord | None:
+def live_handle(session: Executor, scope: str, ref: str) -> HandleRecord | None:
     row = session.execute(_LIVE_HANDLE, {"scope": scope, "ref": ref}).first()
     return HandleRecord(*row) if row else None
 
@@ -263,7 +276,7 @@ def live_handle(session: Session, scope: str, ref: str) -> HandleRecord | None:
 _ADD_HANDLE = insert(rule_handles_table).returning(rule_handles_table.c.id)
 
 
-def add_handle(session: Session, **values: Any) -> HandleRecord:
+def add_handle(session: Executor, **values: Any) -> HandleRecord:
     """Record a rule jit opened (one prebuilt INSERT, no ORM flush)."""
     handle_id = session.execute(_ADD_HANDLE, values).scalar_one()
     return HandleRecord(id=handle_id, removed_at=None, **values)
@@ -306,11 +319,12 @@ def holders(session: Session, handle_ids: Collection[int]) -> dict[int, list[int
     return found
 
 
-def mark_removed(session: Session, handle_ids: Collection[int], at: datetime) -> None:
+def mark_removed(session: Executor, handle_ids: Collection[int], at: datetime) -> None:
     if handle_ids:
-        session.execute(update(RuleHandle).where(RuleHandle.id.in_(list(handle_ids)),
-                                                 RuleHandle.removed_at.is_(None))
-                        .values(removed_at=at).execution_options(synchronize_session=False))
+        session.execute(update(rule_handles_table)
+                        .where(rule_handles_table.c.id.in_(list(handle_ids)),
+                               rule_handles_table.c.removed_at.is_(None))
+                        .values(removed_at=at))
 
 
 def take_leases(session: Session, grant_ids: Collection[int], now: datetime,
@@ -395,7 +409,7 @@ def reserve_slot(session: Session, scope: str, slot: int, grant_id: int,
     session.flush()
 
 
-def release_slots(session: Session, grant_ids: Collection[int]) -> None:
+def release_slots(session: Executor, grant_ids: Collection[int]) -> None:
     if grant_ids:
         session.execute(delete(PriorityReservation)
                         .where(PriorityReservation.grant_id.in_(list(grant_ids))))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 CHANNEL = "jit_due"
@@ -30,11 +30,12 @@ class CommitWatch(Protocol):
     def close(self) -> None: ...
 
 
-def notify(session: Session) -> None:
+def notify(db: Session | Connection) -> None:
     """In a writing transaction on PostgreSQL: wake the watches when it commits (NOTIFY is
     delivered at commit, and not at all on rollback). Nothing on SQLite."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_NOTIFY)
+    dialect = db.dialect if isinstance(db, Connection) else db.get_bind().dialect
+    if dialect.name == "postgresql":
+        db.execute(_NOTIFY)
 
 
 class SqliteWatch:
