@@ -378,6 +378,8 @@ def run(obj: Context, interval: float, reconcile_every: float) -> None:
                     timedelta(seconds=reconcile_every) if reconcile_every > 0 else None)
     stop = threading.Event()
     _on_signals(lambda: stop.set())
+    # The cloud clients are built now, not by the first sweep's closes beside its claims.
+    service.warm_up()
     click.echo(f"jit engine running ({redacted_url(obj.paths.database_url)}, "
                f"{obj.paths.config}); "
                "Ctrl-C to stop", err=True)
