@@ -153,8 +153,8 @@ class HandleRecord:
     entry: str | None
 
 
-# A grant or a handle as read through the ORM or as a plain row: what code that only reads
-# one takes.
+# A grant as read through the ORM or as a plain row: what code that only reads one takes
+# (AnyHandle, below, is the same for a rule handle).
 AnyGrant = Grant | GrantRecord
 
 
