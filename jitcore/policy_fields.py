@@ -15,25 +15,20 @@ from jitcore.domain import MAX_DURATION, IPNetwork
 from jitcore.domain import parse_duration as _parse_duration
 from jitcore.policy import ANYONE
 
+# What a YAML value is, in words, for a message; bool before int (True is an int), and
+# YAML 1.1 reads yes/no/on/off as booleans.
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "true/false (put the text in quotes)"), (int, "a number"),
+    (float, "a decimal number"), (str, "text"), (list, "a list"), (dict, "a mapping"),
+    (date, "a date"),
+)
+
 
 def kind_of(value: object) -> str:
     if value is None:
         return "empty"
-    if isinstance(value, bool):  # YAML 1.1 reads yes/no/on/off as booleans
-        return "true/false (put the text in quotes)"
-    if isinstance(value, int):
-        return "a number"
-    if isinstance(value, float):
-        return "a decimal number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, date):
-        return "a date"
-    return type(value).__name__
+    return next((label for kind, label in _KINDS if isinstance(value, kind)),
+                type(value).__name__)
 
 
 def must_be(expected: str, value: object) -> str:
