@@ -159,6 +159,11 @@ def _stop_bot(stop: threading.Event, thread: threading.Thread) -> None:
     thread.join(timeout=20)
 
 
+class _UnusedTokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
 @click.command()
 @click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path),
@@ -176,8 +181,9 @@ def demo(policy_file: Path | None, port: int) -> None:
                                    "(from a checkout: pip install '.[demo]')") from None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Bolt warns at start that the bot token in the environment is unused beside the client
-    # jit gives it: true, and nothing a person trying jit can act on.
-    logging.getLogger("slack_bolt.App").setLevel(logging.ERROR)
+    # jit gives it: true, and nothing a person trying jit can act on. (A filter, not a level:
+    # Bolt sets its app logger's level from the root logger's when the app is built.)
+    logging.getLogger("slack_bolt.App").addFilter(_UnusedTokenNotice())
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -59,11 +59,14 @@ def test_the_demo_runs_offline_touches_no_cloud_and_stops_on_ctrl_c(tmp_path: Pa
     demo = subprocess.Popen(command, cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert demo.stdout is not None
+    before: list[str] = []  # what it printed up to its URL
     try:
         first = demo.stdout.readline()
+        before.append(first)
         while first and "jit playground:" not in first:
             first = demo.stdout.readline()
-        assert f"http://127.0.0.1:{port}" in first, first
+            before.append(first)
+        assert f"http://127.0.0.1:{port}" in first, "".join(before)
         # The page is in the demo's namespace: reach its API from inside it.
         url = f"http://127.0.0.1:{port}"
         results = _drive_inside(demo.pid, url, tmp_path)
@@ -74,13 +77,16 @@ def test_the_demo_runs_offline_touches_no_cloud_and_stops_on_ctrl_c(tmp_path: Pa
         demo.send_signal(signal.SIGINT)  # Ctrl-C
         try:
             output, _ = demo.communicate(timeout=40)
+            output = "".join(before) + output
         except subprocess.TimeoutExpired:
             demo.kill()
             output, _ = demo.communicate()
+            output = "".join(before) + output
             raise AssertionError(f"jit demo did not stop on Ctrl-C:\n{output[-3000:]}") from None
     assert demo.returncode == 0, output[-3000:]
     assert "stopped; nothing is left running." in output
     assert "Traceback" not in output, output[-3000:]
+    assert "WARNING" not in output, output[-3000:]  # a first run has nothing to warn about
 
     seen = connections.read_text().splitlines()
     assert seen, "the hook recorded nothing: the test would prove nothing"
