@@ -110,6 +110,16 @@ class ChainWriter:
         self._on_server = bind.dialect.name == "postgresql"
         self._pending: list[dict[str, Any]] = []
 
+    @property
+    def on_server(self) -> bool:
+        """PostgreSQL: the links are numbered, hashed and inserted by one statement."""
+        return self._on_server
+
+    @property
+    def pending(self) -> int:
+        """Links queued and not yet written."""
+        return len(self._pending)
+
     def add(
         self,
         *,
