@@ -8,15 +8,14 @@ after its removal is a failed attempt, retried with backoff.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import random
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from jitcore.domain import CloseReason, EventKind, Status, format_duration
 from jitcore.engine import EngineSettings, SweepReport
@@ -25,6 +24,7 @@ from jitcore.policy import Policy
 from jitcore.ports import Provider
 from jitcore.store import Store
 from jitcore.store import repository as repo
+from jitcore.store.deadlines import in_callers_context
 from jitcore.store.models import AnyGrant, GrantRecord, HandleRecord
 from jitcore.unit_of_work import ENGINE_ACTOR, UnitOfWork, Work
 
@@ -34,15 +34,6 @@ CLOSABLE = (Status.CLOSING, Status.CLOSE_FAILED)
 # A rule's key for its lock: (target, port, protocol, source).
 RuleKey = tuple[str, int, str, str]
 _Pair = tuple[GrantRecord, HandleRecord | None]
-_T = TypeVar("_T")
-_R = TypeVar("_R")
-
-
-def in_callers_context(work: Callable[[_T], _R]) -> Callable[[_T], _R]:
-    """`work`, run on another thread with the caller's context variables (its checkout
-    patience, its statement deadline), each call in a copy of its own."""
-    context = contextvars.copy_context()
-    return lambda item: context.copy().run(work, item)
 
 
 class RuleLocks:

@@ -11,12 +11,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from jitcore.closing import CLOSABLE, Closer, in_callers_context
+from jitcore.closing import CLOSABLE, Closer
 from jitcore.domain import CloseReason, EventKind, Status, format_duration
 from jitcore.engine import EngineSettings, SweepReport
 from jitcore.errors import InvalidTransition
 from jitcore.opening import Opener
 from jitcore.store import repository as repo
+from jitcore.store.deadlines import in_callers_context
 from jitcore.unit_of_work import ENGINE_ACTOR, UnitOfWork
 
 
@@ -58,12 +59,13 @@ class Sweep:
         def close(batch: list[int]) -> None:
             self.closer.close(batch, report)
 
+        close_there = in_callers_context(close)
         with ThreadPoolExecutor(1, thread_name_prefix="jit-expire") as closing:
-            running = closing.submit(in_callers_context(close), claimed)
+            running = closing.submit(close_there, claimed)
             while len(claimed) == self.settings.batch and not self._stopping.is_set():
                 claimed = self._claim_due()
                 running.result()
-                running = closing.submit(in_callers_context(close), claimed)
+                running = closing.submit(close_there, claimed)
             running.result()
 
     def _claim_due(self) -> list[int]:

@@ -23,14 +23,16 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextvars import ContextVar
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar, copy_context
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 _UNSET = object()
 _TICK = 0.1  # s: how late past its deadline a statement may be ended
 _within: ContextVar[object] = ContextVar("jit_statement_deadline", default=_UNSET)
@@ -65,6 +67,13 @@ def patient(seconds: float) -> Iterator[None]:
 def checkout_patience() -> float:
     """How long this thread's checkouts may wait in all (0: the pool's own timeout)."""
     return _patience.get()
+
+
+def in_callers_context(work: Callable[[_T], _R]) -> Callable[[_T], _R]:
+    """`work`, run on another thread with the caller's context variables (its checkout
+    patience, its statement deadline), each call in a copy of its own."""
+    context = copy_context()
+    return lambda item: context.copy().run(work, item)
 
 
 class Watchdog:

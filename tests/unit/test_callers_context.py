@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from jitcore.closing import in_callers_context
-from jitcore.store.deadlines import checkout_patience, patient
+from jitcore.store.deadlines import checkout_patience, in_callers_context, patient
 
 
 def test_a_worker_thread_sees_the_callers_patience() -> None:
