@@ -21,6 +21,8 @@ from pathlib import Path
 
 from playwright.sync_api import BrowserContext, Locator, Page, expect, sync_playwright
 
+from tests.support.processes import stop
+
 CHROMIUM = Path("/usr/bin/chromium")
 # No network but loopback: Chromium's own background traffic (updates, sync, field trials)
 # would only be refused here.
@@ -63,12 +65,7 @@ def running_demo(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], P
         yield url, demo, output
     finally:
         if demo.poll() is None:
-            demo.send_signal(signal.SIGINT)
-        try:
-            demo.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            demo.wait()
+            stop(demo, signal.SIGINT, timeout=40)
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from tests.fakes.socket_mode import (
 )
 from tests.support.aws import jit_rules
 from tests.support.policies import write_bot_policy
+from tests.support.processes import stop
 
 BOT_TOKEN = "xoxb-test"
 APP_TOKEN = "xapp-1-A0JITAPP-1-e2e"
@@ -132,12 +133,7 @@ def socket_mode_bot(server: SocketModeServer, aws_group: Any,
                        "jit-bot to finish connecting")
             yield bot
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, signal.SIGTERM, timeout=30)
         text = bot.output()
         assert proc.returncode == 0, text
         assert "Traceback" not in text, text
