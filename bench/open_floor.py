@@ -25,7 +25,6 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -35,24 +34,29 @@ from sqlalchemy import Engine, event
 if __package__ in (None, ""):  # run as a file: make `bench` and `jitcore` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import open_overhead
 from bench.common import (
-    APPROVER,
     REQUESTER,
     RULES_PER_GROUP,
     SERVICE,
     Environment,
     Report,
-    argument_parser,
     build_policy,
     create_groups,
     database_label,
     ec2_client,
-    environment,
     progress,
     source_for,
     target_name,
 )
-from bench.open_overhead import RAW_SOURCE_OFFSET, WARMUP, raw_authorize, raw_client, timed
+from bench.open_overhead import (
+    RAW_SOURCE_OFFSET,
+    WARMUP,
+    approved,
+    raw_authorize,
+    raw_client,
+    timed,
+)
 from jitcore.domain import Status
 from jitcore.ports import LogNotifier, OpenedRule, RuleSpec, SystemClock
 from jitcore.providers.aws import AwsProvider
@@ -197,16 +201,10 @@ def run(env: Environment, samples: int) -> Report:
     engine = make_engine(env.database_url)
     service = JitService(Store(engine), policy, {"aws": provider}, LogNotifier(), SystemClock())
 
-    def approved(n: int, target: int) -> int:
-        gid = service.request(REQUESTER, target_name(target), SERVICE, timedelta(minutes=30),
-                              source_for(n), "benchmark").grant.id
-        service.approve(gid, APPROVER)
-        return gid
-
     progress(f"requesting and approving {2 * samples + WARMUP} grants")
-    warm = [approved(n, 0) for n in range(WARMUP)]
-    mine = [approved(WARMUP + i, 1 + i % per_side) for i in range(samples)]
-    floor = [approved(WARMUP + samples + i, 1 + per_side + i % per_side)
+    warm = [approved(service, n, 0) for n in range(WARMUP)]
+    mine = [approved(service, WARMUP + i, 1 + i % per_side) for i in range(samples)]
+    floor = [approved(service, WARMUP + samples + i, 1 + per_side + i % per_side)
              for i in range(samples)]
     raw = raw_client()
     for n, gid in enumerate(warm[:-1]):
@@ -257,12 +255,7 @@ def run(env: Environment, samples: int) -> Report:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argument_parser(__doc__)
-    parser.add_argument("--samples", type=int, default=200, help="triples to measure (200)")
-    args = parser.parse_args(argv)
-    with environment(args.database_url) as env:
-        report = run(env, args.samples)
-    report.emit(args.json)
+    open_overhead.main(argv, __doc__, run)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,14 @@ def raw_authorize(ec2: Any, group_id: str, source: str, marker: int) -> str:
     return str(response["SecurityGroupRules"][0]["SecurityGroupRuleId"])
 
 
+def approved(service: JitService, n: int, target: int) -> int:
+    """A grant of `target_name(target)` from source n, requested and approved."""
+    gid = service.request(REQUESTER, target_name(target), SERVICE, timedelta(minutes=30),
+                          source_for(n), "benchmark").grant.id
+    service.approve(gid, APPROVER)
+    return gid
+
+
 def timed(call: Callable[[], object]) -> tuple[float, object]:
     started = time.perf_counter()
     result = call()
@@ -110,15 +118,9 @@ def run(env: Environment, samples: int) -> Report:
     service = JitService(Store(make_engine(env.database_url)), policy, {"aws": AwsProvider()},
                          LogNotifier(), SystemClock())
 
-    def approved(n: int, group: int) -> int:
-        gid = service.request(REQUESTER, target_name(group), SERVICE, timedelta(minutes=30),
-                              source_for(n), "benchmark").grant.id
-        service.approve(gid, APPROVER)
-        return gid
-
     progress(f"requesting and approving {samples + WARMUP} grants")
-    warm = [approved(n, 0) for n in range(WARMUP)]
-    grants = [approved(WARMUP + i, 1 + i % per_side) for i in range(samples)]
+    warm = [approved(service, n, 0) for n in range(WARMUP)]
+    grants = [approved(service, WARMUP + i, 1 + i % per_side) for i in range(samples)]
     raw = raw_client()
     for n, gid in enumerate(warm):
         service.open(gid)
@@ -163,12 +165,13 @@ def run(env: Environment, samples: int) -> Report:
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argument_parser(__doc__)
-    parser.add_argument("--samples", type=int, default=200, help="pairs to measure (200)")
+def main(argv: list[str] | None = None, doc: str | None = __doc__,
+         measure: Callable[[Environment, int], Report] = run) -> None:
+    parser = argument_parser(doc)
+    parser.add_argument("--samples", type=int, default=200, help="samples of each (200)")
     args = parser.parse_args(argv)
     with environment(args.database_url) as env:
-        report = run(env, args.samples)
+        report = measure(env, args.samples)
     report.emit(args.json)
 
 
