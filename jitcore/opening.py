@@ -158,11 +158,12 @@ class Opener(UseCase):
                 scope=opened.scope, rule=opened.ref, created=opened.created,
                 owned=opened.owned, priority=slot, expires_at=expires.isoformat(),
                 entry=str(opened.entry) if opened.entry else None)
-            if row is not None:
+            view = repo.to_view(row, handle) if row is not None else None
+            if view is not None:
                 # The event carries the rule and where to connect: the card, the DM and
                 # the audit line say them.
-                work.events[-1] = replace(work.events[-1], grant=repo.to_view(row, handle))
-        return repo.to_view(row, handle) if row else self.uow.view(before.id)
+                work.events[-1] = replace(work.events[-1], grant=view)
+        return view if view is not None else self.uow.view(before.id)
 
     def _fail(self, grant_id: int, error: str) -> GrantView:
         with self.uow.begin() as work:
